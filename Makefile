@@ -1,0 +1,39 @@
+# Chronik: `make run` starts a single broker, `make test` runs every test suite.
+# Builds go to $CARGO_TARGET_DIR (default ./target); CI points it at a cache directory.
+
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
+PYTHON ?= python3
+
+.PHONY: build run test unit-test e2e-test lint fmt bench fuzz clean
+
+build:
+	cargo build --release --bin chronik-broker
+
+run: build
+	$(BROKER) --data-dir ./data
+
+test: build unit-test e2e-test
+
+unit-test:
+	cargo test --release --workspace
+
+e2e-test: build
+	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: build
+	CHRONIK_BROKER_BIN=$(BROKER) bench/run.sh
+
+fuzz:
+	cd broker/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_request -s none -- -max_total_time=60
+
+clean:
+	cargo clean

@@ -1,0 +1,497 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317  # (false positive: functions run through run_phase and the EXIT trap)
+# Chronik vs Apache Kafka on this machine, in one run (`make bench`).
+#
+# For each broker in turn (Chronik first, then Apache Kafka 4.1.1 via bench/kafka-local.sh):
+# fresh data dir, create topic `bench` (BENCH_PARTITIONS partitions, RF 1), run kafka-tools'
+# ProducerPerformance (acks=all, unthrottled, 1 KiB records) then ConsumerPerformance over the
+# same records, and read the broker's peak RSS (VmHWM). Then an idle Chronik with 1,000
+# partitions (10 topics x 100): its RSS after BENCH_IDLE_WAIT seconds.
+# Prints a table (Chronik, Kafka, Chronik/Kafka, targets) and writes it as markdown to BENCH_OUT.
+#
+# Environment:
+#   CHRONIK_BROKER_BIN   chronik-broker binary (required unless BENCH_ONLY=kafka)
+#   BENCH_RECORDS        records produced and consumed per broker (default 500000)
+#   BENCH_RECORD_SIZE    bytes per record (default 1024)
+#   BENCH_PARTITIONS     partitions of topic `bench` (default 6)
+#   BENCH_ONLY           chronik | kafka: run one broker only (default: both)
+#   BENCH_SKIP_IDLE      1: skip the idle 1,000-partition Chronik measurement
+#   BENCH_IDLE_WAIT      seconds the idle Chronik sits before its RSS is read (default 10)
+#   BENCH_OUT            markdown results file (default bench/last-results.md)
+#   BENCH_WORK           scratch dir: data dirs, broker and tool logs (default ${TMPDIR:-/tmp}/chronik-bench)
+#   BENCH_KEEP_DATA      1: keep the brokers' data dirs after the run
+#   BENCH_STRICT         1: exit non-zero when a target is not met (default: only when a step fails)
+#   BENCH_STEP_TIMEOUT   seconds allowed to each perf-tool run (default 180)
+#   BENCH_TOOL_HEAP      JVM heap options of the perf tools (default -Xms256m -Xmx512m)
+#   BENCH_PRODUCER_PROPS extra producer properties, space separated (k=v k=v)
+#   BENCH_CHRONIK_ARGS   extra chronik-broker arguments
+#   PYTHON               python with confluent-kafka, used to create topics (default python3)
+# Kafka's own settings (heap, ports) are kafka-local.sh's: KAFKA_HEAP_OPTS, KAFKA_LOCAL_PORT, ...
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+RECORDS="${BENCH_RECORDS:-500000}"
+RECORD_SIZE="${BENCH_RECORD_SIZE:-1024}"
+PARTITIONS="${BENCH_PARTITIONS:-6}"
+ONLY="${BENCH_ONLY:-}"
+IDLE_WAIT="${BENCH_IDLE_WAIT:-10}"
+OUT_MD="${BENCH_OUT:-$repo/bench/last-results.md}"
+WORK="${BENCH_WORK:-${TMPDIR:-/tmp}/chronik-bench}"
+STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-180}"
+TOOL_HEAP="${BENCH_TOOL_HEAP:--Xms256m -Xmx512m}"
+PYTHON="${PYTHON:-python3}"
+CHRONIK_KAFKA_ADDR=127.0.0.1:29092
+CHRONIK_METRICS_ADDR=127.0.0.1:29644
+export KAFKA_LOCAL_DIR="$WORK/kafka"          # our own Kafka run dir: never touches another one
+KAFKA_PORT="${KAFKA_LOCAL_PORT:-19092}"
+KAFKA_ADDR="127.0.0.1:$KAFKA_PORT"
+if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
+
+case "$ONLY" in ""|chronik|kafka) ;; *) echo "bench: BENCH_ONLY must be chronik or kafka" >&2; exit 2 ;; esac
+[[ "$RECORDS" =~ ^[0-9]+$ && "$RECORDS" -gt 0 ]] || { echo "bench: BENCH_RECORDS must be a positive integer" >&2; exit 2; }
+
+log() { echo "bench: $*" >&2; }
+want() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
+
+RESULTS="$WORK/results.env"   # key=value lines written by the phases (they run in subshells)
+CMDS="$WORK/commands.txt"     # exact commands, for the markdown report
+CHRONIK_PID_FILE="$WORK/chronik.pid"
+
+# ---------------------------------------------------------------------------------------------
+# cleanup: always stop both brokers (only the ones this script started: pid file / own run dir)
+
+stop_chronik() {
+  [[ -f "$CHRONIK_PID_FILE" ]] || return 0
+  local pid; pid="$(cat "$CHRONIK_PID_FILE")"
+  # only our broker: a pid file left by a killed run may name a reused pid
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
+      && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--kafka-addr $CHRONIK_KAFKA_ADDR"; then
+    log "stopping chronik (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then log "chronik still alive after 30 s, SIGKILL"; kill -9 "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$CHRONIK_PID_FILE"
+}
+
+stop_kafka() {
+  if [[ -f "$KAFKA_LOCAL_DIR/kafka.pid" ]]; then "$here/kafka-local.sh" stop || true; fi
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_chronik || true
+  stop_kafka || true
+  if [[ "${BENCH_KEEP_DATA:-0}" != 1 ]]; then
+    rm -rf "$WORK"/chronik-data-* "$KAFKA_LOCAL_DIR/data" 2>/dev/null || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+put() { echo "$1=$2" >> "$RESULTS"; }            # record a result
+note_cmd() { printf '%s\n' "$*" >> "$CMDS"; }     # record a command for the report
+quote() { local s="" a; for a in "$@"; do s+="$(printf '%q' "$a") "; done; echo "${s% }"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null; }
+fmt() { if [[ -n "$2" ]]; then awk -v d="$1" -v x="$2" 'BEGIN { printf("%." d "f", x) }'; fi; }  # fmt DECIMALS NUMBER
+cpu_busy_pct() { # share of all CPUs busy over the next 2 s, from /proc/stat
+  local a b
+  a="$(head -n 1 /proc/stat)"; sleep 2; b="$(head -n 1 /proc/stat)"
+  awk -v a="$a" -v b="$b" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0
+    for (i = 2; i <= n; i++) t += y[i] - x[i]
+    idle = (y[5] - x[5]) + (y[6] - x[6]); printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# create_topics BOOTSTRAP TIMEOUT_S NAME:PARTITIONS...  (RF 1), then wait until every partition
+# has a leader in Metadata. Uses confluent-kafka (librdkafka).
+create_topics() {
+  "$PYTHON" - "$@" <<'PY'
+import sys, time
+from confluent_kafka.admin import AdminClient, NewTopic
+bootstrap, timeout = sys.argv[1], float(sys.argv[2])
+want = {}
+for spec in sys.argv[3:]:
+    name, parts = spec.rsplit(":", 1)
+    want[name] = int(parts)
+admin = AdminClient({"bootstrap.servers": bootstrap})
+futures = admin.create_topics([NewTopic(n, p, 1) for n, p in want.items()],
+                              operation_timeout=timeout, request_timeout=timeout)
+for name, fut in futures.items():
+    fut.result()
+deadline = time.time() + timeout
+while True:
+    md = admin.list_topics(timeout=10)
+    missing = []
+    for name, parts in want.items():
+        t = md.topics.get(name)
+        if t is None or t.error is not None or len(t.partitions) != parts:
+            missing.append(f"{name}: {'absent' if t is None else t.error or len(t.partitions)}")
+            continue
+        missing += [f"{name}/{p.id}: leader {p.leader} {p.error or ''}"
+                    for p in t.partitions.values() if p.error is not None or p.leader < 0]
+    if not missing:
+        break
+    if time.time() > deadline:
+        sys.exit("topics not ready: " + "; ".join(missing[:10]))
+    time.sleep(0.5)
+print(f"created {len(want)} topic(s), {sum(want.values())} partition(s)", file=sys.stderr)
+PY
+}
+
+perf_java() { # perf_java MAIN_CLASS ARGS...  (kafka-tools on the client jars, modest heap)
+  local main="$1"; shift
+  # shellcheck disable=SC2086
+  timeout --foreground --kill-after=10 "$STEP_TIMEOUT" "$JAVA" $TOOL_HEAP -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+    -cp "$JARS/*" "$main" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# brokers
+
+start_chronik() { # start_chronik DATA_DIR LOG
+  local dir="$1" logf="$2"
+  [[ -n "${CHRONIK_BROKER_BIN:-}" ]] || { log "CHRONIK_BROKER_BIN is not set"; return 1; }
+  [[ -x "$CHRONIK_BROKER_BIN" ]] || { log "CHRONIK_BROKER_BIN=$CHRONIK_BROKER_BIN is not an executable"; return 1; }
+  if port_open "${CHRONIK_KAFKA_ADDR##*:}" || port_open "${CHRONIK_METRICS_ADDR##*:}"; then
+    log "port ${CHRONIK_KAFKA_ADDR##*:} or ${CHRONIK_METRICS_ADDR##*:} already in use"; return 1
+  fi
+  rm -rf "$dir"; mkdir -p "$dir"
+  # shellcheck disable=SC2206
+  local cmd=("$CHRONIK_BROKER_BIN" --node-id 1 --data-dir "$dir" --kafka-addr "$CHRONIK_KAFKA_ADDR"
+             --metrics-addr "$CHRONIK_METRICS_ADDR" ${BENCH_CHRONIK_ARGS:-})
+  note_cmd "$(quote "${cmd[@]}")"
+  log "starting chronik: ${cmd[*]}"
+  "${cmd[@]}" >"$logf" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" > "$CHRONIK_PID_FILE"
+  local deadline=$((SECONDS + 60))
+  while (( SECONDS < deadline )); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "chronik exited during startup; last output ($logf):"; tail -n 40 "$logf" >&2; return 1
+    fi
+    if curl -sf "http://$CHRONIK_METRICS_ADDR/readyz" >/dev/null 2>&1; then
+      log "chronik is ready (pid $pid)"; return 0
+    fi
+    sleep 0.25
+  done
+  log "chronik not ready after 60 s; last output ($logf):"; tail -n 40 "$logf" >&2
+  return 1
+}
+
+start_kafka() {
+  note_cmd "KAFKA_LOCAL_DIR=$(quote "$KAFKA_LOCAL_DIR") bench/kafka-local.sh start   # Kafka ${KAFKA_VERSION:-4.1.1} KRaft, heap ${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}, G1"
+  "$here/kafka-local.sh" start
+}
+
+# ---------------------------------------------------------------------------------------------
+# one broker: topic, produce, consume, memory
+
+bench_broker() { # bench_broker chronik|kafka
+  local b="$1" bootstrap pid datadir
+  if [[ "$b" == chronik ]]; then
+    datadir="$WORK/chronik-data-bench"
+    start_chronik "$datadir" "$WORK/chronik-bench.log"
+    bootstrap="$CHRONIK_KAFKA_ADDR"; pid="$(cat "$CHRONIK_PID_FILE")"
+  else
+    start_kafka
+    bootstrap="$KAFKA_ADDR"; pid="$(cat "$KAFKA_LOCAL_DIR/kafka.pid")"; datadir="$KAFKA_LOCAL_DIR/data"
+  fi
+  put "$b.started" 1
+
+  note_cmd "$PYTHON <confluent-kafka AdminClient> create_topics(bench, partitions=$PARTITIONS, replication_factor=1) on $bootstrap"
+  create_topics "$bootstrap" 60 "bench:$PARTITIONS"
+
+  # -- produce
+  # shellcheck disable=SC2206
+  local pargs=(--topic bench --num-records "$RECORDS" --record-size "$RECORD_SIZE" --throughput -1
+               --producer-props "bootstrap.servers=$bootstrap" acks=all ${BENCH_PRODUCER_PROPS:-})
+  note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ProducerPerformance $(quote "${pargs[@]}")"
+  log "[$b] ProducerPerformance: $RECORDS x $RECORD_SIZE B, acks=all"
+  local plog="$WORK/$b-producer.log" rc=0
+  perf_java org.apache.kafka.tools.ProducerPerformance "${pargs[@]}" >"$plog" 2>&1 || rc=$?
+  local summary sent rps mbps avg max p50 p95 p99 p999
+  summary="$(grep -E '^[0-9]+ records sent, .* 99\.9th\.' "$plog" | tail -n 1 || true)"
+  if [[ $rc -ne 0 || -z "$summary" ]]; then
+    log "[$b] ProducerPerformance failed (exit $rc); last output ($plog):"; tail -n 30 "$plog" >&2; return $((rc ? rc : 1))
+  fi
+  echo "$summary" >&2
+  put "$b.prod_summary" "$summary"
+  # "N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max latency, P ms 50th, Q ms 95th, S ms 99th, T ms 99.9th."
+  read -r sent rps mbps avg max p50 p95 p99 p999 < <(echo "$summary" | sed -E \
+    's/^([0-9]+) records sent, ([0-9.]+) records\/sec \(([0-9.]+) MB\/sec\), ([0-9.]+) ms avg latency, ([0-9.]+) ms max latency, ([0-9]+) ms 50th, ([0-9]+) ms 95th, ([0-9]+) ms 99th, ([0-9]+) ms 99.9th\.$/\1 \2 \3 \4 \5 \6 \7 \8 \9/')
+  put "$b.prod_sent" "$sent"; put "$b.prod_rps" "$rps"; put "$b.prod_mbps" "$mbps"; put "$b.prod_avg" "$avg"
+  put "$b.prod_max" "$max"; put "$b.prod_p50" "$p50"; put "$b.prod_p95" "$p95"; put "$b.prod_p99" "$p99"; put "$b.prod_p999" "$p999"
+  local errs; errs="$(grep -c 'Exception' "$plog" || true)"
+  put "$b.prod_errors" "$errs"
+  [[ "$errs" == 0 ]] || log "[$b] WARNING: $errs exception line(s) in $plog (failed sends are not counted in the throughput)"
+  if [[ "$sent" != "$RECORDS" ]]; then log "[$b] WARNING: only $sent of $RECORDS records acknowledged"; fi
+  put "$b.disk_mib" "$(du -sm "$datadir" 2>/dev/null | cut -f1)"
+
+  # -- consume
+  local cargs=(--bootstrap-server "$bootstrap" --topic bench --messages "$RECORDS" --timeout 30000)
+  note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ConsumerPerformance $(quote "${cargs[@]}")"
+  log "[$b] ConsumerPerformance: $RECORDS records"
+  local clog="$WORK/$b-consumer.log"; rc=0
+  perf_java org.apache.kafka.tools.ConsumerPerformance "${cargs[@]}" >"$clog" 2>&1 || rc=$?
+  local header values
+  header="$(grep -E '^start\.time, ' "$clog" | tail -n 1 || true)"
+  values="$(grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]+, ' "$clog" | tail -n 1 || true)"
+  if [[ $rc -ne 0 || -z "$header" || -z "$values" || "$values" == "$header" ]]; then
+    log "[$b] ConsumerPerformance failed (exit $rc); last output ($clog):"; tail -n 30 "$clog" >&2; return $((rc ? rc : 1))
+  fi
+  echo "$header" >&2; echo "$values" >&2
+  put "$b.cons_summary" "$values"
+  local -A c=()
+  local -a hs vs
+  IFS=',' read -r -a hs <<<"$header"; IFS=',' read -r -a vs <<<"$values"
+  local i
+  for i in "${!hs[@]}"; do c["$(echo "${hs[$i]}" | tr -d ' ')"]="$(echo "${vs[$i]:-}" | tr -d ' ')"; done
+  put "$b.cons_n" "${c[data.consumed.in.nMsg]:-}"
+  put "$b.cons_mbps" "$(fmt 2 "${c[MB.sec]:-}")"; put "$b.cons_mps" "$(fmt 1 "${c[nMsg.sec]:-}")"
+  put "$b.cons_fetch_mbps" "$(fmt 2 "${c[fetch.MB.sec]:-}")"; put "$b.cons_fetch_mps" "$(fmt 1 "${c[fetch.nMsg.sec]:-}")"
+  put "$b.cons_rebalance_ms" "${c[rebalance.time.ms]:-}"
+  if grep -q 'WARNING: Exiting before consuming' "$clog"; then
+    log "[$b] WARNING: consumer timed out before $RECORDS records (got ${c[data.consumed.in.nMsg]:-?})"
+  fi
+
+  # -- memory: the broker's peak resident set over its whole life (VmHWM)
+  local hwm rss
+  hwm="$(status_kib "$pid" VmHWM)"; rss="$(status_kib "$pid" VmRSS)"
+  [[ -n "$hwm" ]] || { log "[$b] cannot read /proc/$pid/status (broker died?)"; return 1; }
+  put "$b.peak_rss_mib" "$(mib "$hwm")"; put "$b.end_rss_mib" "$(mib "$rss")"
+  log "[$b] peak RSS $(mib "$hwm") MiB, RSS now $(mib "$rss") MiB"
+  # valid: every record acknowledged without error and consumed back
+  if [[ "$sent" == "$RECORDS" && "$errs" == 0 && "${c[data.consumed.in.nMsg]:-}" == "$RECORDS" ]]; then
+    put "$b.valid" yes
+  else
+    put "$b.valid" NO; log "[$b] WARNING: run not valid (acked $sent, exception lines $errs, consumed ${c[data.consumed.in.nMsg]:-?} of $RECORDS)"
+  fi
+}
+
+idle_chronik() {
+  start_chronik "$WORK/chronik-data-idle" "$WORK/chronik-idle.log"
+  local pid; pid="$(cat "$CHRONIK_PID_FILE")"
+  local specs=() t
+  for t in $(seq 0 9); do specs+=("idle-$t:100"); done
+  note_cmd "$PYTHON <confluent-kafka AdminClient> create_topics(idle-0..idle-9, partitions=100 each, replication_factor=1) on $CHRONIK_KAFKA_ADDR; sleep $IDLE_WAIT; read VmRSS"
+  log "[chronik-idle] creating 10 topics x 100 partitions"
+  local t0=$SECONDS
+  create_topics "$CHRONIK_KAFKA_ADDR" 180 "${specs[@]}"
+  put idle.create_s "$((SECONDS - t0))"
+  log "[chronik-idle] waiting ${IDLE_WAIT}s"
+  sleep "$IDLE_WAIT"
+  local rss hwm
+  rss="$(status_kib "$pid" VmRSS)"; hwm="$(status_kib "$pid" VmHWM)"
+  [[ -n "$rss" ]] || { log "[chronik-idle] cannot read /proc/$pid/status (broker died?)"; return 1; }
+  put idle.rss_mib "$(mib "$rss")"; put idle.hwm_mib "$(mib "$hwm")"
+  put idle.threads "$(status_kib "$pid" Threads)"
+  log "[chronik-idle] RSS $(mib "$rss") MiB (peak $(mib "$hwm") MiB)"
+  put idle.ok 1
+}
+
+run_phase() { # run_phase NAME FUNC ARGS...: isolated so one broker's failure doesn't stop the other
+  local name="$1"; shift
+  local rc=0
+  set +e
+  ( set -e; "$@" )
+  rc=$?
+  set -e
+  stop_chronik; stop_kafka
+  # Ctrl-C / SIGTERM reach the perf tool first (bash then drops its own INT trap): stop here
+  if [[ $rc -eq 130 || $rc -eq 143 ]]; then log "interrupted during phase $name"; exit "$rc"; fi
+  if [[ $rc -ne 0 ]]; then log "phase $name FAILED (exit $rc)"; put "$name.failed" "$rc"; FAILED+=("$name"); fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+mkdir -p "$WORK"
+stop_chronik   # one left by a killed run
+: > "$RESULTS"; : > "$CMDS"
+FAILED=()
+
+log "ensuring client jars and the Kafka server jars"
+JARS="$("$repo/tests/java/fetch-jars.sh")"
+"$here/kafka-local.sh" fetch
+python_ok=1; "$PYTHON" -c 'import confluent_kafka' 2>/dev/null || python_ok=0
+[[ $python_ok == 1 ]] || { log "$PYTHON cannot import confluent_kafka (pip install confluent-kafka)"; exit 1; }
+if want chronik; then
+  [[ -x "${CHRONIK_BROKER_BIN:-}" ]] || { log "CHRONIK_BROKER_BIN (${CHRONIK_BROKER_BIN:-unset}) is not an executable; set BENCH_ONLY=kafka to skip Chronik"; exit 1; }
+fi
+
+started_at="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+busy_before="$(cpu_busy_pct)"
+log "records=$RECORDS size=$RECORD_SIZE partitions=$PARTITIONS only=${ONLY:-both} work=$WORK cpu busy before start=${busy_before}%"
+if (( busy_before > 20 )); then
+  log "WARNING: the CPUs were ${busy_before}% busy before the run: other work on this machine will skew the numbers"
+fi
+t_start=$SECONDS
+# (not `want x && run_phase`: inside an && list bash ignores set -e in the phase's subshell too)
+if want chronik; then run_phase chronik bench_broker chronik; fi
+if want kafka; then run_phase kafka bench_broker kafka; fi
+if want chronik && [[ "${BENCH_SKIP_IDLE:-0}" != 1 ]]; then run_phase idle idle_chronik; fi
+elapsed=$((SECONDS - t_start))
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+declare -A R=()
+while IFS='=' read -r k v; do [[ -n "$k" ]] && R["$k"]="$v"; done < "$RESULTS"
+r() { echo "${R[$1]:-}"; }
+ratio() { # ratio A B -> A/B with 2 decimals, or "-"
+  local num='^-?[0-9]+([.][0-9]+)?$'
+  if [[ "$1" =~ $num && "$2" =~ $num ]]; then awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; else echo "-"; fi
+}
+cmp_ok() { # cmp_ok EXPR A B: awk boolean on a, b -> MET / NOT MET / n/a
+  if [[ -n "$2" && -n "$3" ]]; then awk -v a="$2" -v b="$3" "BEGIN { if ($1) print \"MET\"; else print \"NOT MET\" }"; else echo "n/a"; fi
+}
+dash() { local v="$1"; echo "${v:--}"; }
+
+rows=(
+  "valid|valid (all acked, no errors, all consumed)"
+  "prod_rps|produce records/s"
+  "prod_mbps|produce MB/s"
+  "prod_avg|produce avg latency (ms)"
+  "prod_p50|produce p50 latency (ms)"
+  "prod_p95|produce p95 latency (ms)"
+  "prod_p99|produce p99 latency (ms)"
+  "prod_p999|produce p99.9 latency (ms)"
+  "prod_max|produce max latency (ms)"
+  "prod_errors|produce exception lines"
+  "cons_mbps|consume MB/s (incl. group join)"
+  "cons_mps|consume msgs/s (incl. group join)"
+  "cons_fetch_mbps|consume MB/s (fetch only)"
+  "cons_fetch_mps|consume msgs/s (fetch only)"
+  "cons_rebalance_ms|consumer group join (ms)"
+  "cons_n|records consumed"
+  "peak_rss_mib|broker peak RSS, VmHWM (MiB)"
+  "disk_mib|data dir after produce (MiB)"
+)
+
+valid_note=""
+for b in chronik kafka; do
+  if [[ "$(r "$b.valid")" == NO ]]; then valid_note+="$b run NOT valid (see 'valid' row): its numbers do not count. "; fi
+done
+t_tput="$(cmp_ok 'a >= 2 * b' "$(r chronik.prod_rps)" "$(r kafka.prod_rps)")"
+t_p99="$(cmp_ok 'a < b' "$(r chronik.prod_p99)" "$(r kafka.prod_p99)")"
+t_rss="$(cmp_ok 'a < b / 4' "$(r chronik.peak_rss_mib)" "$(r kafka.peak_rss_mib)")"
+if [[ -n "$valid_note" ]]; then
+  t_tput+=" (run not valid)"; t_p99+=" (run not valid)"; t_rss+=" (run not valid)"
+fi
+t_idle="$(cmp_ok 'a < b' "$(r idle.rss_mib)" 300)"
+
+machine_cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+java_ver="$("$JAVA" -version 2>&1 | head -n 1)"
+
+{
+  printf '\n=== Chronik vs Apache Kafka %s: %s records x %s B, topic bench (%s partitions, RF 1), acks=all ===\n' \
+    "${KAFKA_VERSION:-4.1.1}" "$RECORDS" "$RECORD_SIZE" "$PARTITIONS"
+  printf '%-44s %14s %14s %14s\n' metric Chronik Kafka Chronik/Kafka
+  printf '%-44s %14s %14s %14s\n' "--------------------------------------------" "--------------" "--------------" "--------------"
+  for row in "${rows[@]}"; do
+    k="${row%%|*}"; label="${row#*|}"
+    printf '%-44s %14s %14s %14s\n' "$label" "$(dash "$(r "chronik.$k")")" "$(dash "$(r "kafka.$k")")" \
+      "$(ratio "$(r "chronik.$k")" "$(r "kafka.$k")")"
+  done
+  printf '%-44s %14s %14s %14s\n' "idle, 1000 partitions: RSS (MiB)" "$(dash "$(r idle.rss_mib)")" - -
+  printf '%-44s %14s %14s %14s\n' "idle, 1000 partitions: peak (MiB)" "$(dash "$(r idle.hwm_mib)")" - -
+  printf '\nTargets\n'
+  printf '  %-58s %s\n' "Chronik produce throughput >= 2x Kafka's" "$t_tput"
+  printf '  %-58s %s\n' "Chronik p99 produce latency < Kafka's" "$t_p99"
+  printf '  %-58s %s\n' "Chronik peak RSS < 1/4 of Kafka's" "$t_rss"
+  printf '  %-58s %s\n' "idle Chronik with 1,000 partitions < 300 MiB RSS" "$t_idle"
+  [[ -z "$valid_note" ]] || printf '  %s\n' "$valid_note"
+  ((${#FAILED[@]})) && printf '\nFAILED phases: %s (logs in %s)\n' "${FAILED[*]}" "$WORK"
+  printf '\n(run took %ss; logs in %s; markdown in %s)\n' "$elapsed" "$WORK" "$OUT_MD"
+} | tee "$WORK/table.txt"
+
+mkdir -p "$(dirname "$OUT_MD")"
+{
+  echo "# Chronik vs Apache Kafka: benchmark results"
+  echo
+  echo "Run: $started_at, by \`bench/run.sh\` (\`make bench\`), took ${elapsed}s."
+  echo "Workload: $RECORDS records x $RECORD_SIZE B per broker, topic \`bench\` with $PARTITIONS partitions, RF 1,"
+  echo "producer acks=all unthrottled (kafka-tools ProducerPerformance), then ConsumerPerformance over the same records."
+  echo "Brokers ran one after the other on the same machine; Chronik first, then Apache Kafka ${KAFKA_VERSION:-4.1.1} (KRaft, single node)."
+  echo
+  echo "| metric | Chronik | Kafka | Chronik/Kafka |"
+  echo "|---|---:|---:|---:|"
+  for row in "${rows[@]}"; do
+    k="${row%%|*}"; label="${row#*|}"
+    echo "| $label | $(dash "$(r "chronik.$k")") | $(dash "$(r "kafka.$k")") | $(ratio "$(r "chronik.$k")" "$(r "kafka.$k")") |"
+  done
+  echo "| idle, 1000 partitions: RSS after ${IDLE_WAIT}s (MiB) | $(dash "$(r idle.rss_mib)") | - | - |"
+  echo "| idle, 1000 partitions: peak RSS (MiB) | $(dash "$(r idle.hwm_mib)") | - | - |"
+  echo "| idle, 1000 partitions: time to create and elect (s) | $(dash "$(r idle.create_s)") | - | - |"
+  echo
+  echo "## Targets"
+  echo
+  echo "| target | result |"
+  echo "|---|---|"
+  echo "| Chronik produce throughput >= 2x Kafka's | $t_tput |"
+  echo "| Chronik p99 produce latency < Kafka's | $t_p99 |"
+  echo "| Chronik peak RSS < 1/4 of Kafka's | $t_rss |"
+  echo "| idle Chronik with 1,000 partitions < 300 MiB RSS | $t_idle |"
+  echo
+  if [[ -n "$valid_note" ]]; then echo "**$valid_note**"; echo; fi
+  if (( busy_before > 20 )); then
+    echo "**Warning:** the CPUs were ${busy_before}% busy just before the run: other work on this machine skews these numbers."; echo
+  fi
+  if ((${#FAILED[@]})); then echo "**Failed phases:** ${FAILED[*]} (see the logs of the run in \`$WORK\`)."; echo; fi
+  echo "Notes: peak RSS is the broker process's VmHWM (for Kafka, the broker's java process, heap"
+  echo "${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}). Latencies are ProducerPerformance's, measured at full throughput,"
+  echo "so they include time queued in the producer. \"incl. group join\" rates are ConsumerPerformance's MB.sec/nMsg.sec"
+  echo "(whole run); \"fetch only\" excludes the consumer group rebalance."
+  echo
+  echo "## Tool summary lines"
+  echo
+  echo '```'
+  for b in chronik kafka; do
+    [[ -n "$(r "$b.prod_summary")" ]] && echo "$b ProducerPerformance: $(r "$b.prod_summary")"
+    [[ -n "$(r "$b.cons_summary")" ]] && echo "$b ConsumerPerformance: $(r "$b.cons_summary")"
+  done
+  echo '```'
+  echo
+  echo "## Commands"
+  echo
+  echo '```'
+  echo "BENCH_RECORDS=$RECORDS BENCH_ONLY=${ONLY} CHRONIK_BROKER_BIN=${CHRONIK_BROKER_BIN:-} bench/run.sh"
+  cat "$CMDS"
+  echo '```'
+  echo "\`<jars>\` is $JARS (tests/java/fetch-jars.sh)."
+  echo
+  echo "## Machine"
+  echo
+  echo '```'
+  echo "date: $started_at"
+  echo "nproc: $(nproc)"
+  echo "cpu: ${machine_cpu:-unknown}"
+  echo "kernel: $(uname -sr)"
+  echo "java: $java_ver"
+  echo "CPU busy in the 2 s before the run: ${busy_before}%"
+  echo "load average at start: $load_before, at end: $load_after"
+  echo "free -g:"
+  free -g
+  echo '```'
+} > "$OUT_MD"
+log "wrote $OUT_MD"
+
+if ((${#FAILED[@]})); then exit 1; fi
+if [[ "${BENCH_STRICT:-0}" == 1 ]]; then
+  for t in "$t_tput" "$t_p99" "$t_rss" "$t_idle"; do [[ "$t" == MET ]] || exit 3; done
+fi
+exit 0

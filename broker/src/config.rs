@@ -1,0 +1,141 @@
+//! Command-line flags (each with a `CHRONIK_*` environment twin) and the TOML settings file.
+//! Defaults make a bare `chronik-broker` a working single node on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "chronik-broker",
+    version,
+    about = "Kafka-compatible broker whose partitions are Raft groups stored in RocksDB"
+)]
+pub struct Args {
+    /// This broker's node id (the Raft replica id of every group it hosts).
+    #[arg(long, env = "CHRONIK_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+
+    /// Directory for the RocksDB store and the cluster id.
+    #[arg(long, env = "CHRONIK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address the Kafka listener binds.
+    #[arg(long, env = "CHRONIK_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
+    pub kafka_addr: SocketAddr,
+
+    /// host:port that clients are told to connect to (defaults to --kafka-addr).
+    #[arg(long, env = "CHRONIK_ADVERTISED_KAFKA_ADDR")]
+    pub advertised_kafka_addr: Option<String>,
+
+    /// Address for inter-broker gRPC (Raft transport and admin API). Reserved: this
+    /// release runs a single node and does not bind it yet.
+    #[arg(long, env = "CHRONIK_CLUSTER_ADDR", default_value = "127.0.0.1:9093")]
+    pub cluster_addr: SocketAddr,
+
+    /// host:port that peers are told to use for --cluster-addr (defaults to it).
+    #[arg(long, env = "CHRONIK_ADVERTISED_CLUSTER_ADDR")]
+    pub advertised_cluster_addr: Option<String>,
+
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "CHRONIK_METRICS_ADDR", default_value = "127.0.0.1:9644")]
+    pub metrics_addr: SocketAddr,
+
+    /// TOML file with broker settings (see docs/configuration.md).
+    #[arg(long, env = "CHRONIK_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "CHRONIK_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Broker settings from the `--config` file; every key is optional.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Partitions of an auto-created topic or a CreateTopics request with -1.
+    pub default_partitions: i32,
+    /// Replication factor used when a request asks for the default (-1).
+    pub default_replication_factor: i16,
+    /// Create unknown topics when a client's Metadata request allows it.
+    pub auto_create_topics: bool,
+    /// Default `retention.ms` of topics; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// Default `retention.bytes` per partition; -1 means no size limit.
+    pub retention_bytes: i64,
+    /// How often retention is enforced.
+    pub retention_check_interval_ms: u64,
+    /// Upper bound on partitions in one CreateTopics request for one topic.
+    pub max_partitions_per_topic: i32,
+    /// Largest request frame accepted; larger frames close the connection.
+    pub max_request_bytes: usize,
+    /// How long JoinGroup waits for more members of a new group before the first rebalance.
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Raft tick interval; elections take 10 ticks.
+    pub raft_tick_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_check_interval_ms: 30_000,
+            max_partitions_per_topic: 10_000,
+            max_request_bytes: 100 << 20,
+            group_initial_rebalance_delay_ms: 0,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            raft_tick_ms: 100,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Settings::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        let settings: Settings = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.default_partitions >= 1 && self.default_partitions <= self.max_partitions_per_topic,
+            "default_partitions must be between 1 and max_partitions_per_topic"
+        );
+        anyhow::ensure!(self.raft_tick_ms > 0, "raft_tick_ms must be positive");
+        anyhow::ensure!(
+            self.max_request_bytes >= 1024,
+            "max_request_bytes must be at least 1024"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_partial_toml_and_rejects_unknown_keys() {
+        let s: Settings = toml::from_str("default_partitions = 3\nretention_ms = -1\n").unwrap();
+        assert_eq!(s.default_partitions, 3);
+        assert_eq!(s.retention_ms, -1);
+        assert!(s.auto_create_topics);
+        assert!(toml::from_str::<Settings>("no_such_key = 1").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! One client connection: size-prefixed frames in, responses out, in request order.
+//!
+//! Requests are read and dispatched one after another, so proposals from one connection
+//! reach Raft in the order they were sent (idempotent producers depend on it). A handler
+//! may answer later (a produce waiting for its commit); such answers queue behind each
+//! other in the writer task, which lets a client pipeline produce requests while every
+//! response still leaves in request order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::metrics;
+use crate::protocol::{self, Reply};
+use crate::shutdown::Shutdown;
+
+/// Responses a connection may have outstanding before it stops reading requests.
+const MAX_IN_FLIGHT: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame size {0} is negative or above max_request_bytes")]
+    BadSize(i32),
+    #[error("connection closed mid-frame")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: Shutdown) {
+    let (mut reader, writer) = socket.into_split();
+    let (tx, rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
+    let write_task = tokio::spawn(write_loop(writer, rx));
+    let max = broker.settings.max_request_bytes;
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut reader, max) => f,
+            _ = shutdown.clone().wait() => break,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                metrics::REQUEST_ERRORS.with_label_values(&["bad_frame"]).inc();
+                tracing::warn!(%peer, "closing connection: {e}");
+                break;
+            }
+        };
+        metrics::BYTES_IN.inc_by(frame.len() as u64 + 4);
+        let reply = tokio::select! {
+            r = protocol::handle(&broker, frame) => r,
+            _ = shutdown.clone().wait() => break,
+        };
+        match reply {
+            Ok(reply) => {
+                if tx.send(reply).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "closing connection: {e:#}");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = write_task.await;
+}
+
+/// Reads one frame; `None` on a clean end of stream between frames.
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = i32::from_be_bytes(len);
+    if size < 0 || size as usize > max {
+        return Err(FrameError::BadSize(size));
+    }
+    let mut buf = BytesMut::zeroed(size as usize);
+    reader.read_exact(&mut buf).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Some(buf.freeze()))
+}
+
+async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(reply) = rx.recv().await {
+        let bytes = match reply {
+            Reply::Now(b) => b,
+            Reply::Later(f) => f.await,
+        };
+        if let Some(bytes) = bytes {
+            metrics::BYTES_OUT.inc_by(bytes.len() as u64);
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        // Flush when nothing else is ready to go, so pipelined responses share a syscall.
+        if rx.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+}

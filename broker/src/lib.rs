@@ -1,0 +1,23 @@
+//! Chronik broker library: everything `chronik-broker` runs, exposed for tests and fuzzing.
+//!
+//! Layout, from the wire inwards:
+//! - [`server`], [`connection`]: TCP listener and per-connection framing/pipelining.
+//! - [`protocol`]: one module per Kafka API behind a thin dispatch.
+//! - [`group`]: the consumer group coordinator.
+//! - [`raft`]: the driver loop running every Raft group with group commit.
+//! - [`log`], [`metadata`]: the state machines Raft applies to (partitions, cluster metadata).
+//! - [`storage`]: RocksDB layout and `raft::Storage`.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod group;
+pub mod log;
+pub mod metadata;
+pub mod metrics;
+pub mod protocol;
+pub mod raft;
+pub mod server;
+pub mod shutdown;
+pub mod storage;

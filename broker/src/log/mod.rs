@@ -1,0 +1,8 @@
+//! Partition logs: record batches (opaque bytes), the state machine that assigns offsets
+//! when Raft commits them, and the read path that serves fetches.
+
+pub mod batch;
+pub mod partition;
+pub mod read;
+
+pub use partition::{AppendOutcome, PartitionMachine, PartitionShared};

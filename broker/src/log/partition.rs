@@ -1,0 +1,381 @@
+//! A partition's state machine: applies committed Raft entries (record batches) by giving
+//! them Kafka offsets, deduplicating idempotent producers, and indexing them for fetches.
+//!
+//! Offsets are a pure function of the committed log, so every replica assigns the same ones
+//! and a restart simply re-applies entries after the persisted applied index.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+
+use super::batch::{self, BatchHeader};
+use crate::protocol::errors;
+use crate::storage::{keys, Db};
+
+/// How many recent batches per producer are remembered for duplicate detection (as Kafka).
+const PRODUCER_WINDOW: usize = 5;
+
+/// The part of a partition that request handlers read while the Raft driver writes it.
+#[derive(Debug)]
+pub struct PartitionShared {
+    pub topic: String,
+    pub partition: i32,
+    pub group: u64,
+    high_watermark: AtomicI64,
+    log_start: AtomicI64,
+    leader_epoch: AtomicI32,
+    log_bytes: AtomicU64,
+}
+
+impl PartitionShared {
+    pub fn new(topic: String, partition: i32, group: u64) -> Self {
+        PartitionShared {
+            topic,
+            partition,
+            group,
+            high_watermark: AtomicI64::new(0),
+            log_start: AtomicI64::new(0),
+            leader_epoch: AtomicI32::new(0),
+            log_bytes: AtomicU64::new(0),
+        }
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+    pub fn log_start(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release)
+    }
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a batch lives: the value of an offset-index key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexedBatch {
+    pub raft_index: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub term: u64,
+    pub size: u32,
+}
+
+impl IndexedBatch {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(36);
+        v.extend_from_slice(&self.raft_index.to_be_bytes());
+        v.extend_from_slice(&self.base_offset.to_be_bytes());
+        v.extend_from_slice(&self.max_timestamp.to_be_bytes());
+        v.extend_from_slice(&self.term.to_be_bytes());
+        v.extend_from_slice(&self.size.to_be_bytes());
+        v
+    }
+
+    pub fn decode(key: &[u8], v: &[u8]) -> Self {
+        let u = |r: std::ops::Range<usize>| u64::from_be_bytes(v[r].try_into().unwrap());
+        IndexedBatch {
+            raft_index: u(0..8),
+            base_offset: u(8..16) as i64,
+            max_timestamp: u(16..24) as i64,
+            term: u(24..32),
+            size: u32::from_be_bytes(v[32..36].try_into().unwrap()),
+            last_offset: keys::u64_suffix(key) as i64,
+        }
+    }
+}
+
+/// The result of applying one produced batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended { base_offset: i64 },
+    /// A retry of a batch already in the log: acknowledged with its original offset.
+    Duplicate { base_offset: i64 },
+    Rejected { error_code: i16 },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ProducerState {
+    epoch: i16,
+    /// (first sequence, last sequence, base offset) of the most recent batches.
+    recent: VecDeque<(i32, i32, i64)>,
+}
+
+impl ProducerState {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.epoch.to_be_bytes().to_vec();
+        for (first, last, offset) in &self.recent {
+            v.extend_from_slice(&first.to_be_bytes());
+            v.extend_from_slice(&last.to_be_bytes());
+            v.extend_from_slice(&offset.to_be_bytes());
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Self> {
+        let epoch = i16::from_be_bytes(v.get(0..2)?.try_into().ok()?);
+        let recent = v[2..]
+            .chunks_exact(16)
+            .map(|c| {
+                (
+                    i32::from_be_bytes(c[0..4].try_into().unwrap()),
+                    i32::from_be_bytes(c[4..8].try_into().unwrap()),
+                    i64::from_be_bytes(c[8..16].try_into().unwrap()),
+                )
+            })
+            .collect();
+        Some(ProducerState { epoch, recent })
+    }
+}
+
+/// Owned by the Raft driver; the only writer of a partition's state.
+pub struct PartitionMachine {
+    pub shared: Arc<PartitionShared>,
+    pub applied_index: u64,
+    next_offset: i64,
+    log_start: i64,
+    log_bytes: u64,
+    producers: HashMap<i64, ProducerState>,
+}
+
+impl PartitionMachine {
+    pub fn load(db: &Db, shared: Arc<PartitionShared>) -> anyhow::Result<Self> {
+        let group = shared.group;
+        let mut m = PartitionMachine {
+            shared,
+            applied_index: 0,
+            next_offset: 0,
+            log_start: 0,
+            log_bytes: 0,
+            producers: HashMap::new(),
+        };
+        if let Some(v) = db.get(keys::group_key(keys::APPLIED, group))? {
+            anyhow::ensure!(v.len() == 32, "applied state of group {group} is damaged");
+            let u = |r: std::ops::Range<usize>| u64::from_be_bytes(v[r].try_into().unwrap());
+            m.applied_index = u(0..8);
+            m.next_offset = u(8..16) as i64;
+            m.log_start = u(16..24) as i64;
+            m.log_bytes = u(24..32);
+        }
+        let prefix = keys::group_key(keys::PRODUCER, group);
+        for item in db.prefix_iterator(&prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(state) = ProducerState::decode(&v) {
+                m.producers.insert(keys::u64_suffix(&k) as i64, state);
+            }
+        }
+        m.publish();
+        Ok(m)
+    }
+
+    /// Makes applied batches visible to fetches; call after the apply batch is written.
+    pub fn publish(&self) {
+        let s = &self.shared;
+        s.log_start.store(self.log_start, Ordering::Release);
+        s.log_bytes.store(self.log_bytes, Ordering::Relaxed);
+        s.high_watermark.store(self.next_offset, Ordering::Release);
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Applies one committed entry; writes go to `wb` (written before `publish`).
+    pub fn apply(
+        &mut self,
+        raft_index: u64,
+        term: u64,
+        data: &[u8],
+        wb: &mut WriteBatch,
+    ) -> Option<AppendOutcome> {
+        self.applied_index = raft_index;
+        // Empty entries are appended by new Raft leaders; they carry no records.
+        let outcome = (data.len() >= batch::HEADER_LEN).then(|| {
+            let header = batch::parse_header(data);
+            self.append(raft_index, term, data.len() as u32, &header, wb)
+        });
+        self.stage_applied(wb);
+        outcome
+    }
+
+    fn append(
+        &mut self,
+        raft_index: u64,
+        term: u64,
+        size: u32,
+        h: &BatchHeader,
+        wb: &mut WriteBatch,
+    ) -> AppendOutcome {
+        if h.is_idempotent() {
+            if let Err(outcome) = self.check_sequence(h) {
+                return outcome;
+            }
+        }
+        let base_offset = self.next_offset;
+        let indexed = IndexedBatch {
+            raft_index,
+            base_offset,
+            last_offset: base_offset + h.last_offset_delta as i64,
+            max_timestamp: h.max_timestamp,
+            term,
+            size,
+        };
+        wb.put(
+            keys::offset_index_key(self.shared.group, indexed.last_offset),
+            indexed.encode(),
+        );
+        self.next_offset = indexed.last_offset + 1;
+        self.log_bytes += size as u64;
+        if h.is_idempotent() {
+            let state = self.producers.entry(h.producer_id).or_default();
+            if state.epoch != h.producer_epoch {
+                state.epoch = h.producer_epoch;
+                state.recent.clear();
+            }
+            state
+                .recent
+                .push_back((h.base_sequence, h.last_sequence(), base_offset));
+            if state.recent.len() > PRODUCER_WINDOW {
+                state.recent.pop_front();
+            }
+            wb.put(
+                keys::producer_key(self.shared.group, h.producer_id),
+                state.encode(),
+            );
+        }
+        AppendOutcome::Appended { base_offset }
+    }
+
+    /// Kafka's idempotence rules: duplicates of the last five batches are acknowledged
+    /// again, gaps are `OUT_OF_ORDER_SEQUENCE_NUMBER`, fenced epochs `INVALID_PRODUCER_EPOCH`.
+    fn check_sequence(&self, h: &BatchHeader) -> Result<(), AppendOutcome> {
+        let reject = |error_code| Err(AppendOutcome::Rejected { error_code });
+        let Some(state) = self.producers.get(&h.producer_id) else {
+            return if h.base_sequence == 0 {
+                Ok(())
+            } else {
+                reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            };
+        };
+        if h.producer_epoch < state.epoch {
+            return reject(errors::INVALID_PRODUCER_EPOCH);
+        }
+        if h.producer_epoch > state.epoch {
+            return if h.base_sequence == 0 {
+                Ok(())
+            } else {
+                reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            };
+        }
+        if let Some(&(_, _, base_offset)) = state
+            .recent
+            .iter()
+            .find(|(first, last, _)| *first == h.base_sequence && *last == h.last_sequence())
+        {
+            return Err(AppendOutcome::Duplicate { base_offset });
+        }
+        let expected = state
+            .recent
+            .back()
+            .map(|&(_, last, _)| if last == i32::MAX { 0 } else { last + 1 })
+            .unwrap_or(0);
+        if h.base_sequence != expected {
+            return reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        }
+        Ok(())
+    }
+
+    /// Moves the log start to `new_start` (a batch boundary) after retention dropped batches.
+    pub fn truncate_front(&mut self, new_start: i64, dropped_bytes: u64, wb: &mut WriteBatch) {
+        self.log_start = new_start.min(self.next_offset);
+        self.log_bytes = self.log_bytes.saturating_sub(dropped_bytes);
+        self.stage_applied(wb);
+    }
+
+    fn stage_applied(&self, wb: &mut WriteBatch) {
+        let mut v = Vec::with_capacity(32);
+        v.extend_from_slice(&self.applied_index.to_be_bytes());
+        v.extend_from_slice(&self.next_offset.to_be_bytes());
+        v.extend_from_slice(&self.log_start.to_be_bytes());
+        v.extend_from_slice(&self.log_bytes.to_be_bytes());
+        wb.put(keys::group_key(keys::APPLIED, self.shared.group), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+
+    fn machine(dir: &std::path::Path) -> (Db, PartitionMachine) {
+        let db = crate::storage::open(dir).unwrap();
+        let shared = Arc::new(PartitionShared::new("t".into(), 0, 5));
+        let m = PartitionMachine::load(&db, shared).unwrap();
+        (db, m)
+    }
+
+    fn apply(db: &Db, m: &mut PartitionMachine, idx: u64, data: &[u8]) -> Option<AppendOutcome> {
+        let mut wb = WriteBatch::default();
+        let out = m.apply(idx, 1, data, &mut wb);
+        crate::storage::write(db, wb, false).unwrap();
+        m.publish();
+        out
+    }
+
+    #[test]
+    fn assigns_offsets_and_dedups_idempotent_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut m) = machine(dir.path());
+        assert_eq!(apply(&db, &mut m, 1, b""), None);
+        let b0 = make_batch(3, 77, 0, b"x");
+        let b1 = make_batch(2, 77, 3, b"y");
+        assert_eq!(
+            apply(&db, &mut m, 2, &b0),
+            Some(AppendOutcome::Appended { base_offset: 0 })
+        );
+        assert_eq!(
+            apply(&db, &mut m, 3, &b1),
+            Some(AppendOutcome::Appended { base_offset: 3 })
+        );
+        // The producer retries the first batch: same offset back, nothing appended.
+        assert_eq!(
+            apply(&db, &mut m, 4, &b0),
+            Some(AppendOutcome::Duplicate { base_offset: 0 })
+        );
+        let gap = make_batch(1, 77, 9, b"z");
+        assert_eq!(
+            apply(&db, &mut m, 5, &gap),
+            Some(AppendOutcome::Rejected {
+                error_code: errors::OUT_OF_ORDER_SEQUENCE_NUMBER
+            })
+        );
+        assert_eq!(m.shared.high_watermark(), 5);
+
+        // State survives a reload: the retry is still recognised.
+        drop(m);
+        let shared = Arc::new(PartitionShared::new("t".into(), 0, 5));
+        let mut m = PartitionMachine::load(&db, shared).unwrap();
+        assert_eq!(m.applied_index, 5);
+        assert_eq!(m.shared.high_watermark(), 5);
+        assert_eq!(
+            apply(&db, &mut m, 6, &b1),
+            Some(AppendOutcome::Duplicate { base_offset: 3 })
+        );
+        let plain = make_batch(4, -1, -1, b"w");
+        assert_eq!(
+            apply(&db, &mut m, 7, &plain),
+            Some(AppendOutcome::Appended { base_offset: 5 })
+        );
+    }
+}

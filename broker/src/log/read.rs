@@ -1,0 +1,113 @@
+//! Read side of a partition log: fetch, offset lookup by time, and epoch end offsets.
+//! Everything is answered from RocksDB through the offset index, bounded by the published
+//! high watermark so that readers never see uncommitted or half-applied data.
+
+use bytes::{Bytes, BytesMut};
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+
+use super::batch;
+use super::partition::{IndexedBatch, PartitionShared};
+use crate::storage::{entry_data, keys, Db};
+
+/// Iterates indexed batches whose last offset is at least `from`, below the high watermark.
+fn batches_from<'a>(
+    db: &'a Db,
+    p: &PartitionShared,
+    from: i64,
+) -> impl Iterator<Item = IndexedBatch> + 'a {
+    let hw = p.high_watermark();
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(keys::offset_index_key(p.group, hw.max(0)));
+    let start = keys::offset_index_key(p.group, from.max(0));
+    db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
+        .map_while(Result::ok)
+        .map(|(k, v)| IndexedBatch::decode(&k, &v))
+}
+
+/// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+/// (always at least one batch, as Kafka does, so a large batch cannot stall a consumer).
+pub fn read(db: &Db, p: &PartitionShared, offset: i64, max_bytes: usize) -> anyhow::Result<Bytes> {
+    let mut out = BytesMut::new();
+    for b in batches_from(db, p, offset) {
+        if !out.is_empty() && out.len() + b.size as usize > max_bytes {
+            break;
+        }
+        let raw = db
+            .get_pinned(keys::entry_key(p.group, b.raft_index))?
+            .ok_or_else(|| anyhow::anyhow!("log entry {} of {} missing", b.raft_index, p.topic))?;
+        batch::put_stamped(&mut out, entry_data(&raw), b.base_offset, b.term as i32);
+        if out.len() >= max_bytes {
+            break;
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Bytes available to a fetch from `offset` (bounded by `limit`, for min_bytes checks).
+pub fn available_bytes(db: &Db, p: &PartitionShared, offset: i64, limit: usize) -> usize {
+    let mut total = 0usize;
+    for b in batches_from(db, p, offset) {
+        total += b.size as usize;
+        if total >= limit {
+            break;
+        }
+    }
+    total
+}
+
+/// The first offset whose batch has a timestamp at or after `ts`, with that timestamp.
+pub fn offset_for_timestamp(db: &Db, p: &PartitionShared, ts: i64) -> Option<(i64, i64)> {
+    batches_from(db, p, p.log_start())
+        .find(|b| b.max_timestamp >= ts)
+        .map(|b| (b.base_offset.max(p.log_start()), b.max_timestamp))
+}
+
+/// The batch with the largest timestamp (ListOffsets' MAX_TIMESTAMP).
+pub fn max_timestamp(db: &Db, p: &PartitionShared) -> Option<(i64, i64)> {
+    batches_from(db, p, p.log_start())
+        .fold(None, |best: Option<IndexedBatch>, b| match best {
+            Some(x) if x.max_timestamp >= b.max_timestamp => Some(x),
+            _ => Some(b),
+        })
+        .map(|b| (b.last_offset, b.max_timestamp))
+}
+
+/// For OffsetForLeaderEpoch: the largest epoch <= `epoch` that has data and the offset
+/// where it ended (the first offset of the next epoch, or the high watermark).
+pub fn epoch_end_offset(db: &Db, p: &PartitionShared, epoch: i32) -> (i32, i64) {
+    let mut found: Option<i32> = None;
+    for b in batches_from(db, p, p.log_start()) {
+        let term = b.term as i32;
+        if term > epoch {
+            return match found {
+                Some(e) => (e, b.base_offset),
+                None => (-1, -1),
+            };
+        }
+        found = Some(term);
+    }
+    if epoch >= p.leader_epoch() {
+        (p.leader_epoch(), p.high_watermark())
+    } else {
+        (found.map_or(epoch, |e| e), p.high_watermark())
+    }
+}
+
+/// Batches entirely below `cutoff(batch)` for retention; returns (new log start,
+/// last raft index dropped, bytes dropped).
+pub fn retention_plan(
+    db: &Db,
+    p: &PartitionShared,
+    mut drop: impl FnMut(&IndexedBatch, u64) -> bool,
+) -> Option<(i64, u64, u64)> {
+    let mut plan: Option<(i64, u64, u64)> = None;
+    let mut dropped = 0u64;
+    for b in batches_from(db, p, p.log_start()) {
+        if !drop(&b, dropped) {
+            break;
+        }
+        dropped += b.size as u64;
+        plan = Some((b.last_offset + 1, b.raft_index, dropped));
+    }
+    plan
+}

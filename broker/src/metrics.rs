@@ -1,0 +1,157 @@
+//! Prometheus metrics and the HTTP endpoint that serves them with the health probes.
+//!
+//! Counters are incremented where the work happens; gauges that describe state (partition
+//! count, log size, leaders) are computed from the catalog at scrape time so they cannot drift.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    TextEncoder,
+};
+
+use crate::metadata::Catalog;
+use crate::shutdown::Shutdown;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("chronik_requests_total", "Kafka requests handled, by API", &["api"])
+        .unwrap()
+});
+pub static REQUEST_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "chronik_request_errors_total",
+        "Kafka requests rejected before a handler ran (bad frame, unsupported version)",
+        &["reason"]
+    )
+    .unwrap()
+});
+pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "chronik_request_duration_seconds",
+        "Time from a request's arrival to its response, by API",
+        &["api"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .unwrap()
+});
+pub static BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("chronik_bytes_in_total", "Request bytes received from clients").unwrap()
+});
+pub static BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("chronik_bytes_out_total", "Response bytes sent to clients").unwrap()
+});
+pub static PRODUCED_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_produced_records_total",
+        "Records appended by Produce (after commit, duplicates excluded)"
+    )
+    .unwrap()
+});
+pub static PRODUCED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("chronik_produced_bytes_total", "Record batch bytes appended").unwrap()
+});
+pub static FETCHED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("chronik_fetched_bytes_total", "Record batch bytes served by Fetch")
+        .unwrap()
+});
+pub static RAFT_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "chronik_raft_commit_latency_seconds",
+        "Time from proposing an entry to its commit and apply",
+        LATENCY_BUCKETS.to_vec()
+    )
+    .unwrap()
+});
+pub static RAFT_SYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "chronik_raft_sync_seconds",
+        "Duration of one group-commit fsync of Raft state",
+        LATENCY_BUCKETS.to_vec()
+    )
+    .unwrap()
+});
+pub static RAFT_SYNC_GROUPS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "chronik_raft_sync_groups",
+        "Raft groups persisted by one group-commit fsync",
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]
+    )
+    .unwrap()
+});
+static PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("chronik_partitions", "Partitions hosted by this broker").unwrap()
+});
+static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("chronik_raft_leader_count", "Partitions this broker leads").unwrap()
+});
+static LOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("chronik_log_size_bytes", "Record batch bytes retained in partition logs")
+        .unwrap()
+});
+
+fn render(catalog: &Catalog) -> String {
+    let topics = catalog.topics();
+    let partitions = topics.iter().flat_map(|t| t.partitions.iter());
+    let (mut count, mut bytes) = (0i64, 0i64);
+    for p in partitions {
+        count += 1;
+        bytes += p.log_bytes() as i64;
+    }
+    PARTITIONS.set(count);
+    // Every partition group on a single node is led by this node once it is ready.
+    LEADERS.set(if catalog.is_ready() { count } else { 0 });
+    LOG_BYTES.set(bytes);
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&prometheus::gather(), &mut out)
+        .expect("text encoding");
+    String::from_utf8(out).expect("utf-8 metrics")
+}
+
+async fn metrics(State(catalog): State<Arc<Catalog>>) -> String {
+    render(&catalog)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(catalog): State<Arc<Catalog>>) -> (StatusCode, &'static str) {
+    if catalog.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+/// Binds exactly the configured address (never a wildcard of our choosing).
+pub async fn serve(
+    addr: SocketAddr,
+    catalog: Arc<Catalog>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(catalog);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding metrics address {addr}: {e}"))?;
+    tracing::info!(%addr, "metrics and health endpoints listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.wait())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! ListGroups: groups with members, plus groups known only by committed offsets (Empty).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::str_bytes;
+use crate::broker::Broker;
+
+pub async fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let mut groups: BTreeMap<String, (String, &'static str)> = broker
+        .catalog
+        .offset_groups()
+        .into_iter()
+        .map(|g| (g, ("consumer".to_string(), "Empty")))
+        .collect();
+    for g in broker.groups.list() {
+        groups.insert(g.group_id, (g.protocol_type, g.state));
+    }
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_string()).collect();
+    let listed = groups
+        .into_iter()
+        .filter(|(_, (_, state))| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state)))
+        .map(|(id, (protocol_type, state))| {
+            let mut listed = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type));
+            if version >= 4 {
+                listed.group_state = str_bytes(state);
+            }
+            if version >= 5 {
+                listed.group_type = str_bytes("classic");
+            }
+            listed
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(listed)
+}

@@ -1,0 +1,103 @@
+//! Metadata: brokers, and topics with their partitions. Unknown topics are created when
+//! the client allows it and `auto_create_topics` is on.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::{create_topics, errors, str_bytes};
+use crate::broker::Broker;
+use crate::metadata::TopicView;
+
+pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v0 has no null list: an empty list means all topics there.
+    let requested: Option<Vec<_>> = match req.topics {
+        Some(t) if !(t.is_empty() && version == 0) => Some(t),
+        _ => None,
+    };
+    let topics = match requested {
+        None => broker.catalog.topics().iter().map(|t| describe(broker, t, version)).collect(),
+        Some(requested) => {
+            let auto_create = broker.settings.auto_create_topics
+                && (version < 4 || req.allow_auto_topic_creation);
+            let mut out = Vec::with_capacity(requested.len());
+            for t in requested {
+                let view = match &t.name {
+                    Some(name) => lookup_or_create(broker, name, auto_create).await,
+                    None => Err(errors::UNKNOWN_TOPIC_ID),
+                }
+                .and_then(|v| v.ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                let view = match (view, &t.name) {
+                    (Err(_), None) if !t.topic_id.is_nil() => {
+                        broker.catalog.topic_by_id(t.topic_id).ok_or(errors::UNKNOWN_TOPIC_ID)
+                    }
+                    (v, _) => v,
+                };
+                out.push(match view {
+                    Ok(v) => describe(broker, &v, version),
+                    Err(code) => MetadataResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name(t.name.clone())
+                        .with_topic_id(if version >= 10 { t.topic_id } else { uuid::Uuid::nil() }),
+                });
+            }
+            out
+        }
+    };
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id))
+            .with_host(str_bytes(broker.host.clone()))
+            .with_port(broker.port)])
+        .with_topics(topics);
+    if version >= 1 {
+        response.controller_id = BrokerId(broker.node_id);
+    }
+    if version >= 2 {
+        response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
+    }
+    response
+}
+
+/// Looks a topic up, creating it if allowed; `Ok(None)` means unknown and not created.
+async fn lookup_or_create(
+    broker: &Arc<Broker>,
+    name: &TopicName,
+    auto_create: bool,
+) -> Result<Option<Arc<TopicView>>, i16> {
+    if let Some(v) = broker.catalog.topic(name) {
+        return Ok(Some(v));
+    }
+    if !auto_create {
+        return Ok(None);
+    }
+    create_topics::validate_name(name)?;
+    let partitions = broker.settings.default_partitions;
+    match create_topics::create(broker, name, partitions, Default::default()).await {
+        Ok(_) | Err((errors::TOPIC_ALREADY_EXISTS, _)) => Ok(broker.catalog.topic(name)),
+        Err((code, _)) => Err(code),
+    }
+}
+
+fn describe(broker: &Broker, t: &TopicView, version: i16) -> MetadataResponseTopic {
+    let me = BrokerId(broker.node_id);
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.partition)
+                .with_leader_id(me)
+                .with_leader_epoch(if version >= 7 { p.leader_epoch() } else { -1 })
+                .with_replica_nodes(vec![me])
+                .with_isr_nodes(vec![me])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_topic_id(if version >= 10 { t.id } else { uuid::Uuid::nil() })
+        .with_partitions(partitions)
+}

@@ -1,0 +1,212 @@
+//! The Kafka protocol surface: a thin dispatch from a request frame to one handler per API
+//! (one file each), with `kafka-protocol`'s generated codecs deciding header and body
+//! versions. Unknown APIs or versions and undecodable requests close the connection with a
+//! logged reason, as Kafka does; ApiVersions answers unsupported versions with error 35.
+
+pub mod errors;
+mod versions;
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod describe_groups;
+mod fetch;
+mod find_coordinator;
+mod heartbeat;
+mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
+mod list_offsets;
+mod metadata;
+mod offset_commit;
+mod offset_fetch;
+mod offset_for_leader_epoch;
+mod produce;
+mod sync_group;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable, StrBytes};
+
+use crate::broker::Broker;
+use crate::metrics;
+
+pub use versions::supported;
+
+/// A response frame now, one to be sent once its future resolves, or none (acks=0).
+pub enum Reply {
+    Now(Option<Bytes>),
+    Later(Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>),
+}
+
+/// A decoded request frame.
+pub enum Decoded {
+    Request(Ctx, RequestKind),
+    /// ApiVersions at a version we do not serve: answered in v0 with error 35.
+    UnsupportedApiVersions(i32),
+}
+
+/// Decodes a request frame (without its size prefix). Errors mean the connection should
+/// be closed: the frame is not a request this broker can answer.
+pub fn decode(mut frame: Bytes) -> anyhow::Result<Decoded> {
+    if frame.len() < 8 {
+        bail!("request of {} bytes is shorter than a header", frame.len());
+    }
+    let started = Instant::now();
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(raw_key) else {
+        metrics::REQUEST_ERRORS
+            .with_label_values(&["unknown_api"])
+            .inc();
+        bail!("unknown API key {raw_key}");
+    };
+    if !versions::supported(api_key, version) {
+        metrics::REQUEST_ERRORS
+            .with_label_values(&["unsupported_version"])
+            .inc();
+        if api_key == ApiKey::ApiVersions {
+            return Ok(Decoded::UnsupportedApiVersions(correlation_id));
+        }
+        bail!("{api_key:?} v{version} is not supported");
+    }
+    let header = decode_request_header_from_buffer(&mut frame)
+        .with_context(|| format!("decoding {api_key:?} v{version} request header"))?;
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .with_context(|| format!("decoding {api_key:?} v{version} request body"))?;
+    let ctx = Ctx {
+        api_key,
+        version,
+        correlation_id,
+        client_id: header.client_id.clone().unwrap_or_default(),
+        started,
+    };
+    Ok(Decoded::Request(ctx, request))
+}
+
+/// Decodes one request frame and runs its handler.
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Reply> {
+    let (ctx, request) = match decode(frame)? {
+        Decoded::Request(ctx, request) => (ctx, request),
+        Decoded::UnsupportedApiVersions(correlation_id) => {
+            return Ok(Reply::Now(Some(api_versions::unsupported_version(
+                correlation_id,
+            ))))
+        }
+    };
+    let version = ctx.version;
+    metrics::REQUESTS
+        .with_label_values(&[api_name(ctx.api_key)])
+        .inc();
+    let response = match request {
+        RequestKind::Produce(r) => return produce::handle(broker, r, ctx),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, version)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, version))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(broker, r, &ctx).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(broker, r, version).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(broker, r, version).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, r).await)
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(broker, r, version)),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, r, version).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, r, version).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(broker, r, version).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, r))
+        }
+        other => bail!("no handler for {other:?}"),
+    };
+    Ok(Reply::Now(Some(ctx.encode(&response)?)))
+}
+
+/// What a handler may need to know about the request beyond its body.
+pub struct Ctx {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: StrBytes,
+    pub started: Instant,
+}
+
+impl Ctx {
+    /// Frames a response: size, header (version chosen by the codec), body.
+    pub fn encode(&self, response: &ResponseKind) -> anyhow::Result<Bytes> {
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        let header = ResponseHeader::default().with_correlation_id(self.correlation_id);
+        header.encode(&mut buf, self.api_key.response_header_version(self.version))?;
+        response
+            .encode(&mut buf, self.version)
+            .with_context(|| format!("encoding {:?} v{} response", self.api_key, self.version))?;
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        metrics::REQUEST_SECONDS
+            .with_label_values(&[api_name(self.api_key)])
+            .observe(self.started.elapsed().as_secs_f64());
+        Ok(buf.freeze())
+    }
+}
+
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "other",
+    }
+}
+
+/// Shorthand for building `StrBytes` from owned strings.
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

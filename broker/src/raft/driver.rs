@@ -1,0 +1,615 @@
+//! The Raft driver: one thread, one loop, every group.
+//!
+//! Each round drains all queued proposals, ticks the groups when due, then handles the
+//! Ready of every group in raft-rs's documented order with one twist borrowed from TiKV's
+//! raftstore: the entries and hard states of *all* groups go into one `WriteBatch` that is
+//! synced once (group commit). Applied state goes into a second, unsynced batch: it can be
+//! rebuilt from the log, so it needs no fsync of its own. The loop sleeps on its channel
+//! between rounds; it never polls.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use raft::eraftpb::{Entry, EntryType};
+use raft::RawNode;
+use rocksdb::WriteBatch;
+
+use super::{Applied, DriverMsg, ProposeError, RaftHandle, Reply};
+use crate::log::{self, AppendOutcome, PartitionMachine, PartitionShared};
+use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord, TopicView};
+use crate::metrics;
+use crate::storage::{self, keys, Db, GroupStorage};
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub node_id: u64,
+    pub tick: Duration,
+    pub retention_check: Duration,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+}
+
+struct Proposal {
+    term: u64,
+    reply: Reply,
+    since: Instant,
+}
+
+struct Group {
+    node: RawNode<GroupStorage>,
+    /// `None` for the metadata group, whose machine lives in [`Driver::meta`].
+    partition: Option<PartitionMachine>,
+    proposals: BTreeMap<u64, Proposal>,
+    applied: u64,
+}
+
+/// What one round of Ready handling must do once its writes are on disk.
+#[derive(Default)]
+struct Round {
+    replies: Vec<(Reply, Result<Applied, ProposeError>, Instant)>,
+    published: HashSet<u64>,
+    effects: Vec<Outcome>,
+}
+
+pub struct Driver {
+    cfg: DriverConfig,
+    db: Db,
+    catalog: Arc<Catalog>,
+    rx: mpsc::Receiver<DriverMsg>,
+    groups: HashMap<u64, Group>,
+    meta: MetadataMachine,
+    logger: slog::Logger,
+}
+
+impl Driver {
+    /// Loads every group, replays committed entries, and starts the driver thread.
+    pub fn start(
+        cfg: DriverConfig,
+        db: Db,
+        catalog: Arc<Catalog>,
+    ) -> anyhow::Result<(RaftHandle, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel();
+        let (meta, offsets) = MetadataMachine::load(&db)?;
+        for (group, o) in offsets {
+            catalog.set_offset(&group, o);
+        }
+        let mut driver = Driver {
+            cfg,
+            db,
+            catalog,
+            rx,
+            groups: HashMap::new(),
+            meta,
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+        };
+        driver.open_group(metadata::METADATA_GROUP, None)?;
+        let topics: Vec<(String, TopicRecord)> = driver
+            .meta
+            .topics
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        for (name, record) in topics {
+            driver.open_topic(&name, &record)?;
+        }
+        // Replay what was committed but not yet applied before the last shutdown.
+        while driver.handle_readies()? {}
+        driver.catalog.set_ready();
+        tracing::info!(
+            groups = driver.groups.len(),
+            topics = driver.meta.topics.len(),
+            "raft driver ready"
+        );
+        let thread = std::thread::Builder::new()
+            .name("raft-driver".into())
+            .spawn(move || driver.run())?;
+        Ok((RaftHandle { tx }, thread))
+    }
+
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        let mut next_retention = Instant::now() + self.cfg.retention_check;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if !self.handle_msg(msg) {
+                        break;
+                    }
+                    // Take everything already queued: these proposals share the next fsync.
+                    while let Ok(msg) = self.rx.try_recv() {
+                        if !self.handle_msg(msg) {
+                            return self.stop();
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                for g in self.groups.values_mut() {
+                    g.node.tick();
+                }
+                next_tick = now + self.cfg.tick;
+            }
+            if now >= next_retention {
+                if let Err(e) = self.enforce_retention() {
+                    tracing::error!(error = %e, "retention pass failed");
+                }
+                next_retention = now + self.cfg.retention_check;
+            }
+            loop {
+                match self.handle_readies() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        // The log could not be made durable: nothing may be acknowledged.
+                        tracing::error!(error = %e, "raft storage write failed; stopping");
+                        std::process::exit(70);
+                    }
+                }
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(self) {
+        tracing::info!("raft driver stopped");
+    }
+
+    /// Returns false when the driver should stop.
+    fn handle_msg(&mut self, msg: DriverMsg) -> bool {
+        match msg {
+            DriverMsg::Propose { group, data, reply } => {
+                self.propose(group, data, reply);
+                true
+            }
+            DriverMsg::Shutdown => false,
+        }
+    }
+
+    fn propose(&mut self, group: u64, data: Vec<u8>, reply: Reply) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            let _ = reply.send(Err(ProposeError::UnknownGroup));
+            return;
+        };
+        if g.node.raft.state != raft::StateRole::Leader {
+            let _ = reply.send(Err(ProposeError::NotLeader));
+            return;
+        }
+        match g.node.propose(vec![], data) {
+            Ok(()) => {
+                let index = g.node.raft.raft_log.last_index();
+                let term = g.node.raft.term;
+                g.proposals.insert(
+                    index,
+                    Proposal {
+                        term,
+                        reply,
+                        since: Instant::now(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::debug!(group, error = %e, "proposal dropped");
+                let _ = reply.send(Err(ProposeError::NotLeader));
+            }
+        }
+    }
+
+    /// One round over every group with a Ready. Returns whether anything was handled.
+    fn handle_readies(&mut self) -> anyhow::Result<bool> {
+        let ids: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.node.has_ready())
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let mut raft_wb = WriteBatch::default();
+        let mut apply_wb = WriteBatch::default();
+        let mut round = Round::default();
+        let mut readies = Vec::with_capacity(ids.len());
+        for id in ids {
+            let g = self.groups.get_mut(&id).expect("listed above");
+            let mut rd = g.node.ready();
+            // Messages to peers would be sent here, before persisting; a group whose only
+            // voter is this node has none.
+            let committed = rd.take_committed_entries();
+            apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
+            g.node.mut_store().stage_append(rd.entries(), &mut raft_wb);
+            if let Some(hs) = rd.hs() {
+                g.node.mut_store().stage_hard_state(hs.clone(), &mut raft_wb);
+            }
+            readies.push((id, rd));
+        }
+        if !raft_wb.is_empty() {
+            let started = Instant::now();
+            storage::write(&self.db, raft_wb, true)?;
+            metrics::RAFT_SYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+            metrics::RAFT_SYNC_GROUPS.observe(readies.len() as f64);
+        }
+        for (id, rd) in readies {
+            let g = self.groups.get_mut(&id).expect("listed above");
+            let mut light = g.node.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                g.node.mut_store().stage_commit(commit, &mut apply_wb);
+            }
+            let committed = light.take_committed_entries();
+            apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
+            g.node.advance_apply_to(g.applied);
+            if let Some(p) = &g.partition {
+                p.shared.set_leader_epoch(g.node.raft.term as i32);
+            }
+        }
+        storage::write(&self.db, apply_wb, false)?;
+        self.finish_round(round)?;
+        Ok(true)
+    }
+
+    fn finish_round(&mut self, round: Round) -> anyhow::Result<()> {
+        for id in &round.published {
+            if let Some(p) = self.groups.get(id).and_then(|g| g.partition.as_ref()) {
+                p.publish();
+            }
+        }
+        if !round.published.is_empty() {
+            self.catalog.notify_appended();
+        }
+        for effect in round.effects {
+            self.apply_effect(effect)?;
+        }
+        for (reply, result, since) in round.replies {
+            metrics::RAFT_COMMIT_SECONDS.observe(since.elapsed().as_secs_f64());
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+
+    fn apply_effect(&mut self, effect: Outcome) -> anyhow::Result<()> {
+        match effect {
+            Outcome::TopicCreated(name, record) => self.open_topic(&name, &record)?,
+            Outcome::TopicDeleted(name, record) => {
+                self.catalog.remove_topic(&name);
+                let mut wb = WriteBatch::default();
+                for gid in record.groups {
+                    if let Some(g) = self.groups.remove(&gid) {
+                        for (_, p) in g.proposals {
+                            let _ = p.reply.send(Err(ProposeError::UnknownGroup));
+                        }
+                    }
+                    GroupStorage::stage_destroy(gid, &mut wb);
+                }
+                storage::write(&self.db, wb, false)?;
+                tracing::info!(topic = %name, "topic deleted");
+            }
+            Outcome::OffsetsCommitted(group, offsets) => {
+                for o in offsets {
+                    self.catalog.set_offset(&group, o);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn open_topic(&mut self, name: &str, record: &TopicRecord) -> anyhow::Result<()> {
+        let mut partitions = Vec::with_capacity(record.groups.len());
+        for (i, &gid) in record.groups.iter().enumerate() {
+            let shared = Arc::new(PartitionShared::new(name.to_string(), i as i32, gid));
+            let machine = PartitionMachine::load(&self.db, shared.clone())?;
+            self.open_group(gid, Some(machine))?;
+            partitions.push(shared);
+        }
+        self.catalog.insert_topic(TopicView {
+            name: name.to_string(),
+            id: record.id,
+            configs: record.configs.clone(),
+            partitions,
+        });
+        Ok(())
+    }
+
+    /// Loads a group from disk (creating it with this node as sole voter if new).
+    fn open_group(&mut self, gid: u64, partition: Option<PartitionMachine>) -> anyhow::Result<()> {
+        let node_id = self.cfg.node_id;
+        let mut storage = match GroupStorage::load(self.db.clone(), gid)? {
+            Some(s) => s,
+            None => {
+                let mut wb = WriteBatch::default();
+                let s = GroupStorage::create(self.db.clone(), gid, vec![node_id], &mut wb);
+                storage::write(&self.db, wb, true)?;
+                s
+            }
+        };
+        let applied = match &partition {
+            Some(p) => p.applied_index,
+            None => self.meta.applied_index,
+        };
+        // The commit index is persisted lazily, so it may trail what was already applied
+        // (and therefore committed); raise it so raft-rs does not re-deliver those entries.
+        if storage.hard_state().commit < applied {
+            let mut wb = WriteBatch::default();
+            storage.stage_commit(applied, &mut wb);
+            storage::write(&self.db, wb, true)?;
+        }
+        let sole_voter = raft::Storage::initial_state(&storage)?.conf_state.voters == vec![node_id];
+        let config = raft::Config {
+            id: node_id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let mut node = RawNode::new(&config, storage, &self.logger)?;
+        if sole_voter {
+            // No one else can win; do not wait out an election timeout.
+            node.campaign()?;
+        }
+        self.groups.insert(
+            gid,
+            Group {
+                node,
+                partition,
+                proposals: BTreeMap::new(),
+                applied,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops whole batches older than retention.ms or beyond retention.bytes, moving the
+    /// log start offset and compacting the Raft log below them.
+    fn enforce_retention(&mut self) -> anyhow::Result<()> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut wb = WriteBatch::default();
+        let mut moved = Vec::new();
+        for (name, record) in &self.meta.topics {
+            let setting = |key: &str, default: i64| {
+                record
+                    .configs
+                    .get(key)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            let retention_ms = setting("retention.ms", self.cfg.retention_ms);
+            let retention_bytes = setting("retention.bytes", self.cfg.retention_bytes);
+            if retention_ms < 0 && retention_bytes < 0 {
+                continue;
+            }
+            for gid in &record.groups {
+                let Some(g) = self.groups.get_mut(gid) else {
+                    continue;
+                };
+                let Some(p) = g.partition.as_mut() else {
+                    continue;
+                };
+                let total = p.shared.log_bytes();
+                let plan = log::read::retention_plan(&self.db, &p.shared, |b, dropped| {
+                    let too_old = retention_ms >= 0 && b.max_timestamp < now_ms - retention_ms;
+                    let too_big = retention_bytes >= 0
+                        && total.saturating_sub(dropped + b.size as u64) >= retention_bytes as u64;
+                    too_old || too_big
+                });
+                let Some((new_start, raft_index, dropped)) = plan else {
+                    continue;
+                };
+                wb.delete_range(
+                    keys::offset_index_key(*gid, 0),
+                    keys::offset_index_key(*gid, new_start),
+                );
+                p.truncate_front(new_start, dropped, &mut wb);
+                g.node.mut_store().stage_compact(raft_index, &mut wb)?;
+                moved.push(*gid);
+                tracing::info!(topic = %name, partition = p.shared.partition, new_start, "retention moved log start");
+            }
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        storage::write(&self.db, wb, false)?;
+        for gid in moved {
+            if let Some(p) = self.groups.get(&gid).and_then(|g| g.partition.as_ref()) {
+                p.publish();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies committed entries of one group and resolves the proposals waiting on them.
+fn apply_entries(
+    meta: &mut MetadataMachine,
+    gid: u64,
+    g: &mut Group,
+    entries: Vec<Entry>,
+    wb: &mut WriteBatch,
+    round: &mut Round,
+) {
+    for e in entries {
+        g.applied = e.index;
+        let outcome = if e.entry_type != EntryType::EntryNormal as i32 {
+            None // membership changes arrive with multi-node replication
+        } else if let Some(p) = g.partition.as_mut() {
+            let out = p.apply(e.index, e.term, &e.data, wb);
+            if let Some(AppendOutcome::Appended { .. }) = out {
+                round.published.insert(gid);
+            }
+            out.map(Applied::Partition)
+        } else {
+            let out = meta.apply(e.index, &e.data, wb);
+            if let Some(o) = &out {
+                if matches!(
+                    o,
+                    Outcome::TopicCreated(..) | Outcome::TopicDeleted(..) | Outcome::OffsetsCommitted(..)
+                ) {
+                    round.effects.push(o.clone());
+                }
+            }
+            out.map(Applied::Metadata)
+        };
+        if g.partition.is_some() && outcome.is_none() {
+            round.published.insert(gid);
+        }
+        // Proposals at or below this index are decided now.
+        while let Some(entry) = g.proposals.first_entry() {
+            if *entry.key() > e.index {
+                break;
+            }
+            let (index, p) = entry.remove_entry();
+            let result = match (&outcome, index == e.index && p.term == e.term) {
+                (Some(o), true) => Ok(o.clone()),
+                _ => Err(ProposeError::NotLeader),
+            };
+            round.replies.push((p.reply, result, p.since));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+    use crate::metadata::Command;
+    use crate::raft::Pending;
+
+    fn config() -> DriverConfig {
+        DriverConfig {
+            node_id: 1,
+            tick: Duration::from_millis(100),
+            retention_check: Duration::from_secs(3600),
+            retention_ms: -1,
+            retention_bytes: -1,
+        }
+    }
+
+    async fn create_topic(h: &RaftHandle, name: &str, partitions: i32) -> Vec<u64> {
+        let command = Command::CreateTopic {
+            name: name.into(),
+            id: uuid::Uuid::new_v4(),
+            partitions,
+            configs: Default::default(),
+        };
+        match h.propose_metadata(&command, Duration::from_secs(5)).await {
+            Ok(Outcome::TopicCreated(_, record)) => record.groups,
+            other => panic!("create failed: {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_batches_fsyncs_and_state_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = storage::open(dir.path()).unwrap();
+        let catalog = Arc::new(Catalog::default());
+        let (h, thread) = Driver::start(config(), db.clone(), catalog.clone()).unwrap();
+        let groups = create_topic(&h, "t", 4).await;
+        assert_eq!(catalog.topic("t").unwrap().partitions.len(), 4);
+
+        let syncs_before = metrics::RAFT_SYNC_SECONDS.get_sample_count();
+        // 400 single-record batches over 4 partitions, all queued before any is awaited.
+        let pending: Vec<(u64, Pending)> = (0..400)
+            .map(|i| {
+                let g = groups[i % 4];
+                (g, h.propose(g, make_batch(1, -1, -1, b"payload").to_vec()))
+            })
+            .collect();
+        let mut offsets: HashMap<u64, Vec<i64>> = HashMap::new();
+        for (g, p) in pending {
+            match p.wait(Duration::from_secs(10)).await.unwrap() {
+                Applied::Partition(AppendOutcome::Appended { base_offset }) => {
+                    offsets.entry(g).or_default().push(base_offset)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let syncs = metrics::RAFT_SYNC_SECONDS.get_sample_count() - syncs_before;
+        assert!(syncs < 100, "400 proposals took {syncs} fsyncs: no group commit");
+        for g in &groups {
+            assert_eq!(offsets[g], (0..100).collect::<Vec<i64>>(), "group {g}");
+        }
+        for p in &catalog.topic("t").unwrap().partitions {
+            assert_eq!(p.high_watermark(), 100);
+        }
+
+        h.shutdown();
+        thread.join().unwrap();
+        drop(db);
+
+        // Restart from disk: topics, offsets and the data itself are back.
+        let db = storage::open(dir.path()).unwrap();
+        let catalog = Arc::new(Catalog::default());
+        let (h, thread) = Driver::start(config(), db.clone(), catalog.clone()).unwrap();
+        let t = catalog.topic("t").expect("topic survives restart");
+        for p in &t.partitions {
+            assert_eq!(p.high_watermark(), 100);
+            let data = log::read::read(&db, p, 99, 1 << 20).unwrap();
+            let stamped = i64::from_be_bytes(data[0..8].try_into().unwrap());
+            assert_eq!(stamped, 99);
+        }
+        // Offsets continue where they stopped.
+        let next = h
+            .propose(groups[0], make_batch(2, -1, -1, b"x").to_vec())
+            .wait(Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            next,
+            Applied::Partition(AppendOutcome::Appended { base_offset: 100 })
+        );
+        h.shutdown();
+        thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = storage::open(dir.path()).unwrap();
+        let catalog = Arc::new(Catalog::default());
+        let mut cfg = config();
+        cfg.retention_check = Duration::from_millis(200);
+        let (h, thread) = Driver::start(cfg, db.clone(), catalog.clone()).unwrap();
+        let command = Command::CreateTopic {
+            name: "small".into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 1,
+            configs: [("retention.bytes".to_string(), "1000".to_string())].into(),
+        };
+        let group = match h.propose_metadata(&command, Duration::from_secs(5)).await {
+            Ok(Outcome::TopicCreated(_, r)) => r.groups[0],
+            other => panic!("{other:?}"),
+        };
+        for _ in 0..20 {
+            h.propose(group, make_batch(1, -1, -1, &[0u8; 200]).to_vec())
+                .wait(Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        let p = catalog.partition("small", 0).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.log_start() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(p.log_start() > 0, "retention never moved the log start");
+        assert!(p.log_bytes() <= 1000 + 261, "log still holds {} bytes", p.log_bytes());
+        assert_eq!(p.high_watermark(), 20);
+        // Reading below the new start finds the first retained batch, never a hole.
+        let data = log::read::read(&db, &p, 0, 1 << 20).unwrap();
+        let first = i64::from_be_bytes(data[0..8].try_into().unwrap());
+        assert_eq!(first, p.log_start());
+        h.shutdown();
+        thread.join().unwrap();
+    }
+}

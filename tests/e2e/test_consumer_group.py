@@ -1,0 +1,245 @@
+"""Consumer groups with confluent-kafka: rebalances across joins/leaves, exactly-once
+consumption per committed position, and committed offsets surviving a broker restart."""
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from kafkautil import confluent_produce, create_topic, make_records, watermarks
+
+PARTITIONS = 6
+
+
+def new_consumer(bootstrap: str, group: str, name: str, **extra) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "client.id": name,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+        **extra,
+    })
+
+
+RETRIABLE = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def committed_offsets(c: Consumer, topic: str, timeout: float = 30) -> dict[int, int]:
+    """Committed offsets per partition, retrying the transient errors a broker may give
+    right after a restart (coordinator still loading)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+            return {tp.partition: tp.offset for tp in tps}
+        except KafkaException as e:
+            if e.args[0].code() not in RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def produce_round(bootstrap: str, topic: str, tag: str, per_partition: int):
+    recs = make_records(per_partition * PARTITIONS, tag)
+    for i, r in enumerate(recs):
+        r.key = f"{tag}-{i}".encode()
+        r.headers = []
+    # explicit partitions so every partition gets the same share
+    from confluent_kafka import Producer
+
+    errors, p = [], Producer({"bootstrap.servers": bootstrap})
+    for i, r in enumerate(recs):
+        def cb(err, msg, r=r):
+            if err:
+                errors.append(err)
+            else:
+                r.partition, r.offset = msg.partition(), msg.offset()
+        p.produce(topic, value=r.value, key=r.key, partition=i % PARTITIONS, on_delivery=cb)
+        p.poll(0)
+    assert p.flush(30) == 0 and not errors, errors[:5]
+    return recs
+
+
+class Member:
+    def __init__(self, bootstrap, group, name, log):
+        self.name = name
+        self.log = log  # shared list of (name, partition, offset, value, committed_ok)
+        self.assigned: set[int] = set()
+        self.c = new_consumer(bootstrap, group, name)
+        self.closed = False
+
+    def subscribe(self, topic):
+        def on_assign(consumer, partitions):
+            self.assigned = {tp.partition for tp in partitions}
+
+        def on_revoke(consumer, partitions):
+            self.assigned = set()
+
+        self.c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+
+    def step(self, timeout=0.1):
+        if self.closed:
+            return
+        msg = self.c.poll(timeout)
+        if msg is None:
+            return
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                return
+            raise KafkaException(msg.error())
+        ok = True
+        try:
+            self.c.commit(message=msg, asynchronous=False)
+        except KafkaException as e:
+            # e.g. REBALANCE_IN_PROGRESS / ILLEGAL_GENERATION: the offset was not committed,
+            # so the next owner may legitimately see this message again
+            ok = False
+            print(f"{self.name}: commit of {msg.partition()}@{msg.offset()} failed: {e}")
+        self.log.append((self.name, msg.partition(), msg.offset(), msg.value(), ok))
+
+    def close(self):
+        if not self.closed:
+            self.c.close()
+            self.closed = True
+
+
+def pump(members, until, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in members:
+            m.step(0.05)
+        if until():
+            return
+    state = {m.name: sorted(m.assigned) for m in members if not m.closed}
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; assignments {state}")
+
+
+def balanced(members, total=PARTITIONS):
+    live = [m for m in members if not m.closed]
+    sets = [m.assigned for m in live]
+    union = set().union(*sets) if sets else set()
+    disjoint = sum(len(s) for s in sets) == len(union)
+    return all(sets) and disjoint and union == set(range(total))
+
+
+def test_group_rebalance_exactly_once(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, PARTITIONS)
+    group = "g-" + uuid.uuid4().hex[:8]
+    log = []
+    sent = produce_round(broker.bootstrap, topic_name, "r1", per_partition=30)
+
+    c1, c2, c3 = (Member(broker.bootstrap, group, f"c{i}", log) for i in (1, 2, 3))
+    members = [c1, c2]
+    try:
+        for m in members:
+            m.subscribe(topic_name)
+        pump(members, lambda: balanced(members) and len(log) >= 60, 60, "c1+c2 to share 6 partitions")
+        assert c1.assigned and c2.assigned
+
+        # third member joins later
+        members.append(c3)
+        c3.subscribe(topic_name)
+        pump(members, lambda: balanced(members), 60, "c1+c2+c3 to share 6 partitions")
+        assert all(len(m.assigned) == 2 for m in members), {m.name: m.assigned for m in members}
+        sent += produce_round(broker.bootstrap, topic_name, "r2", per_partition=20)
+        pump(members, lambda: len({(p, o) for _, p, o, _, _ in log}) >= len(sent) - 30, 60,
+             "most of round 2 to be consumed")
+        seen_by = {name for name, *_ in log}
+
+        # one member leaves
+        c1.close()
+        pump(members, lambda: balanced(members), 60, "c2+c3 to take over c1's partitions")
+        assert c2.assigned and c3.assigned
+        sent += produce_round(broker.bootstrap, topic_name, "r3", per_partition=20)
+        expected = {(r.partition, r.offset) for r in sent}
+        pump(members, lambda: expected <= {(p, o) for _, p, o, _, _ in log}, 60,
+             "every message to be consumed")
+        assert {"c1", "c2", "c3"} <= seen_by | {name for name, *_ in log}, "some member consumed nothing"
+    finally:
+        for m in (c1, c2, c3):
+            m.close()
+
+    # every message consumed, with the right content
+    by_pos = {(r.partition, r.offset): r.value for r in sent}
+    consumed = {}
+    for name, p, o, v, ok in log:
+        assert by_pos.get((p, o)) == v, f"{name} got wrong value at {p}@{o}"
+        consumed.setdefault((p, o), []).append((name, ok))
+    assert set(consumed) == set(by_pos), f"missing: {sorted(set(by_pos) - set(consumed))[:10]}"
+    # exactly once per committed position: a message whose commit succeeded is never
+    # delivered again; only messages whose commit failed may repeat
+    dups = {k: v for k, v in consumed.items() if len(v) > 1}
+    bad = {k: v for k, v in dups.items() if any(ok for _, ok in v[:-1])}
+    assert not bad, f"messages redelivered after a successful commit: {list(bad.items())[:5]}"
+
+    # committed offsets == high watermarks
+    wm = watermarks(broker.bootstrap, topic_name)
+    c = new_consumer(broker.bootstrap, group, "checker")
+    try:
+        committed = committed_offsets(c, topic_name)
+    finally:
+        c.close()
+    assert committed == {p: hi for p, (lo, hi) in wm.items()}
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill9"])
+def test_committed_offsets_survive_restart(restartable_broker, topic_name, how):
+    broker = restartable_broker
+    create_topic(broker.bootstrap, topic_name, PARTITIONS)
+    sent = produce_round(broker.bootstrap, topic_name, "off", per_partition=20)
+    group = "g-" + uuid.uuid4().hex[:8]
+    commit_at = {p: 7 + p for p in range(PARTITIONS)}
+
+    c = new_consumer(broker.bootstrap, group, "before")
+    try:
+        c.subscribe([topic_name])
+        deadline = time.monotonic() + 60
+        while not c.assignment() and time.monotonic() < deadline:
+            c.poll(0.2)
+        assert len(c.assignment()) == PARTITIONS
+        c.commit(offsets=[TopicPartition(topic_name, p, o) for p, o in commit_at.items()],
+                 asynchronous=False)
+        assert committed_offsets(c, topic_name) == commit_at
+    finally:
+        c.close()
+
+    if how == "kill9":
+        broker.kill9()
+        broker.restart()
+    else:
+        broker.restart()
+
+    c = new_consumer(broker.bootstrap, group, "after", **{"enable.partition.eof": True})
+    got = []
+    try:
+        assert committed_offsets(c, topic_name) == commit_at
+        c.subscribe([topic_name])
+        want = sum(20 - o for o in commit_at.values())
+        eof = set()
+        deadline = time.monotonic() + 60
+        while (len(got) < want or len(eof) < PARTITIONS) and time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            got.append((msg.partition(), msg.offset(), msg.value()))
+    finally:
+        c.close()
+
+    expected = sorted((r.partition, r.offset, r.value) for r in sent if r.offset >= commit_at[r.partition])
+    assert sorted(got) == expected, (
+        f"resumed consumption differs: got {len(got)} records, expected {len(expected)}; "
+        f"first offsets seen {sorted({(p, min(o for q, o, _ in got if q == p)) for p, _, _ in got})}"
+    )
