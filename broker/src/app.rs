@@ -47,7 +47,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding Kafka address {}: {e}", args.kafka_addr))?;
     let metrics_task = tokio::spawn(metrics::serve(args.metrics_addr, catalog, shutdown.clone()));
-    let server_task = tokio::spawn(server::serve(kafka_listener, broker.clone(), shutdown.clone()));
+    let server_task = tokio::spawn(server::serve(
+        kafka_listener,
+        broker.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         node_id,
         kafka = %args.kafka_addr,

@@ -106,15 +106,16 @@ impl Settings {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
-        let settings: Settings = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let settings: Settings =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.default_partitions >= 1 && self.default_partitions <= self.max_partitions_per_topic,
+            self.default_partitions >= 1
+                && self.default_partitions <= self.max_partitions_per_topic,
             "default_partitions must be between 1 and max_partitions_per_topic"
         );
         anyhow::ensure!(self.raft_tick_ms > 0, "raft_tick_ms must be positive");

@@ -47,7 +47,9 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutd
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
-                metrics::REQUEST_ERRORS.with_label_values(&["bad_frame"]).inc();
+                metrics::REQUEST_ERRORS
+                    .with_label_values(&["bad_frame"])
+                    .inc();
                 tracing::warn!(%peer, "closing connection: {e}");
                 break;
             }
@@ -89,10 +91,13 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
         return Err(FrameError::BadSize(size));
     }
     let mut buf = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut buf).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    reader
+        .read_exact(&mut buf)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(e),
+        })?;
     Ok(Some(buf.freeze()))
 }
 

@@ -25,8 +25,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("chronik_requests_total", "Kafka requests handled, by API", &["api"])
-        .unwrap()
+    register_int_counter_vec!(
+        "chronik_requests_total",
+        "Kafka requests handled, by API",
+        &["api"]
+    )
+    .unwrap()
 });
 pub static REQUEST_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -46,7 +50,11 @@ pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     .unwrap()
 });
 pub static BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("chronik_bytes_in_total", "Request bytes received from clients").unwrap()
+    register_int_counter!(
+        "chronik_bytes_in_total",
+        "Request bytes received from clients"
+    )
+    .unwrap()
 });
 pub static BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("chronik_bytes_out_total", "Response bytes sent to clients").unwrap()
@@ -59,11 +67,18 @@ pub static PRODUCED_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap()
 });
 pub static PRODUCED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("chronik_produced_bytes_total", "Record batch bytes appended").unwrap()
+    register_int_counter!(
+        "chronik_produced_bytes_total",
+        "Record batch bytes appended"
+    )
+    .unwrap()
 });
 pub static FETCHED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("chronik_fetched_bytes_total", "Record batch bytes served by Fetch")
-        .unwrap()
+    register_int_counter!(
+        "chronik_fetched_bytes_total",
+        "Record batch bytes served by Fetch"
+    )
+    .unwrap()
 });
 pub static RAFT_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -96,8 +111,11 @@ static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("chronik_raft_leader_count", "Partitions this broker leads").unwrap()
 });
 static LOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("chronik_log_size_bytes", "Record batch bytes retained in partition logs")
-        .unwrap()
+    register_int_gauge!(
+        "chronik_log_size_bytes",
+        "Record batch bytes retained in partition logs"
+    )
+    .unwrap()
 });
 
 fn render(catalog: &Catalog) -> String {

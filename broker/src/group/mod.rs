@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use crate::config::Settings;
 use crate::protocol::errors;
-pub use state::{GroupSummary, JoinResult, MemberSummary};
 use state::Group;
+pub use state::{GroupSummary, JoinResult, MemberSummary};
 
 /// How often session expiry and rebalance deadlines are checked.
 const TIMER: Duration = Duration::from_millis(200);
@@ -90,7 +90,7 @@ impl Coordinator {
                 .or_insert_with(|| Group::new(&req.group_id, self.initial_delay));
             match group.join(req) {
                 Ok(rx) => rx,
-                Err(result) => return result,
+                Err(result) => return *result,
             }
         };
         match tokio::time::timeout(wait, rx).await {
@@ -134,13 +134,20 @@ impl Coordinator {
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> (i16, Vec<i16>) {
         let mut groups = self.groups.lock().unwrap();
         let Some(g) = groups.get_mut(group_id) else {
-            return (errors::UNKNOWN_MEMBER_ID, vec![errors::UNKNOWN_MEMBER_ID; members.len()]);
+            return (
+                errors::UNKNOWN_MEMBER_ID,
+                vec![errors::UNKNOWN_MEMBER_ID; members.len()],
+            );
         };
         let codes: Vec<i16> = members
             .iter()
             .map(|(id, instance)| g.leave(id, instance.as_deref()))
             .collect();
-        let top = if codes.iter().all(|c| *c == errors::NONE) { errors::NONE } else { codes[0] };
+        let top = if codes.iter().all(|c| *c == errors::NONE) {
+            errors::NONE
+        } else {
+            codes[0]
+        };
         (top, codes)
     }
 
@@ -159,10 +166,19 @@ impl Coordinator {
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
-        self.groups.lock().unwrap().get(group_id).map(Group::summary)
+        self.groups
+            .lock()
+            .unwrap()
+            .get(group_id)
+            .map(Group::summary)
     }
 
     pub fn list(&self) -> Vec<GroupSummary> {
-        self.groups.lock().unwrap().values().map(Group::summary).collect()
+        self.groups
+            .lock()
+            .unwrap()
+            .values()
+            .map(Group::summary)
+            .collect()
     }
 }

@@ -121,14 +121,25 @@ impl Group {
         self.phase == Phase::Empty && self.members.is_empty() && self.pending_members.is_empty()
     }
 
-    pub fn join(&mut self, req: JoinRequest) -> Result<oneshot::Receiver<JoinResult>, JoinResult> {
+    /// Either a receiver for the result at the end of the join barrier, or an immediate
+    /// answer (an error, or a static member's rejoin that needs no rebalance).
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+    ) -> Result<oneshot::Receiver<JoinResult>, Box<JoinResult>> {
         if let Some(t) = &self.protocol_type {
             if !self.members.is_empty() && *t != req.protocol_type {
-                return Err(JoinResult::error(errors::INCONSISTENT_GROUP_PROTOCOL, &req.member_id));
+                return Err(Box::new(JoinResult::error(
+                    errors::INCONSISTENT_GROUP_PROTOCOL,
+                    &req.member_id,
+                )));
             }
         }
         if !self.members.is_empty() && !self.shares_a_protocol(&req.protocols) {
-            return Err(JoinResult::error(errors::INCONSISTENT_GROUP_PROTOCOL, &req.member_id));
+            return Err(Box::new(JoinResult::error(
+                errors::INCONSISTENT_GROUP_PROTOCOL,
+                &req.member_id,
+            )));
         }
         let mut member_id = req.member_id.clone();
         if member_id.is_empty() {
@@ -140,10 +151,17 @@ impl Group {
             member_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if req.require_known_member_id && req.instance_id.is_none() {
                 self.pending_members.insert(member_id.clone());
-                return Err(JoinResult::error(errors::MEMBER_ID_REQUIRED, &member_id));
+                return Err(Box::new(JoinResult::error(
+                    errors::MEMBER_ID_REQUIRED,
+                    &member_id,
+                )));
             }
-        } else if !self.members.contains_key(&member_id) && !self.pending_members.remove(&member_id) {
-            return Err(JoinResult::error(errors::UNKNOWN_MEMBER_ID, &member_id));
+        } else if !self.members.contains_key(&member_id) && !self.pending_members.remove(&member_id)
+        {
+            return Err(Box::new(JoinResult::error(
+                errors::UNKNOWN_MEMBER_ID,
+                &member_id,
+            )));
         }
         if let Some(instance) = &req.instance_id {
             // A newer incarnation of a static member fences the old one.
@@ -158,15 +176,18 @@ impl Group {
             }
         }
         self.protocol_type = Some(req.protocol_type.clone());
-        let member = self.members.entry(member_id.clone()).or_insert_with(|| Member {
-            instance_id: req.instance_id.clone(),
-            client_id: req.client_id.clone(),
-            session_timeout: req.session_timeout,
-            rebalance_timeout: req.rebalance_timeout,
-            protocols: vec![],
-            assignment: Bytes::new(),
-            last_seen: Instant::now(),
-        });
+        let member = self
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                instance_id: req.instance_id.clone(),
+                client_id: req.client_id.clone(),
+                session_timeout: req.session_timeout,
+                rebalance_timeout: req.rebalance_timeout,
+                protocols: vec![],
+                assignment: Bytes::new(),
+                last_seen: Instant::now(),
+            });
         member.protocols = req.protocols;
         member.session_timeout = req.session_timeout;
         member.rebalance_timeout = req.rebalance_timeout;
@@ -188,7 +209,7 @@ impl Group {
         &mut self,
         instance: &str,
         req: &JoinRequest,
-    ) -> Option<Result<oneshot::Receiver<JoinResult>, JoinResult>> {
+    ) -> Option<Result<oneshot::Receiver<JoinResult>, Box<JoinResult>>> {
         let old_id = self
             .members
             .iter()
@@ -202,7 +223,7 @@ impl Group {
         member.last_seen = Instant::now();
         member.protocols = req.protocols.clone();
         self.members.insert(new_id.clone(), member);
-        Some(Err(JoinResult {
+        Some(Err(Box::new(JoinResult {
             error_code: errors::NONE,
             generation: self.generation,
             protocol_type: self.protocol_type.clone(),
@@ -210,7 +231,7 @@ impl Group {
             leader: self.leader.clone().unwrap_or_default(),
             member_id: new_id,
             members: vec![],
-        }))
+        })))
     }
 
     fn shares_a_protocol(&self, protocols: &[(String, Bytes)]) -> bool {
@@ -234,7 +255,11 @@ impl Group {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or_default();
-        let wait = if was_empty { self.initial_delay.min(timeout) } else { timeout };
+        let wait = if was_empty {
+            self.initial_delay.min(timeout)
+        } else {
+            timeout
+        };
         self.rebalance_deadline = Instant::now() + wait;
     }
 
@@ -266,7 +291,11 @@ impl Group {
             return;
         }
         self.phase = Phase::CompletingRebalance;
-        if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         let leader = self.leader.clone().unwrap_or_default();
@@ -274,7 +303,11 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n.clone())
-            .find(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n)));
+            .find(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+            });
         self.protocol = protocol.clone();
         let protocol = protocol.unwrap_or_default();
         let roster: Vec<(String, Option<String>, Bytes)> = self
@@ -326,7 +359,11 @@ impl Group {
         match self.phase {
             Phase::Empty | Phase::PreparingRebalance => return err(errors::REBALANCE_IN_PROGRESS),
             Phase::Stable => {
-                let _ = tx.send((errors::NONE, member.assignment.clone(), self.protocol.clone()));
+                let _ = tx.send((
+                    errors::NONE,
+                    member.assignment.clone(),
+                    self.protocol.clone(),
+                ));
             }
             Phase::CompletingRebalance => {
                 self.syncs.insert(member_id.to_string(), tx);
@@ -337,7 +374,11 @@ impl Group {
                     }
                     self.phase = Phase::Stable;
                     for (id, tx) in self.syncs.drain() {
-                        let a = self.members.get(&id).map(|m| m.assignment.clone()).unwrap_or_default();
+                        let a = self
+                            .members
+                            .get(&id)
+                            .map(|m| m.assignment.clone())
+                            .unwrap_or_default();
                         let _ = tx.send((errors::NONE, a, self.protocol.clone()));
                     }
                 }
@@ -365,7 +406,10 @@ impl Group {
                 .iter()
                 .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
                 .map(|(id, _)| id.clone()),
-            None => self.members.contains_key(member_id).then(|| member_id.to_string()),
+            None => self
+                .members
+                .contains_key(member_id)
+                .then(|| member_id.to_string()),
         };
         match id {
             Some(id) => {
@@ -416,7 +460,9 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(id, m)| !self.joins.contains_key(*id) && now > m.last_seen + m.session_timeout)
+            .filter(|(id, m)| {
+                !self.joins.contains_key(*id) && now > m.last_seen + m.session_timeout
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {

@@ -96,10 +96,16 @@ impl IndexedBatch {
 /// The result of applying one produced batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
-    Appended { base_offset: i64 },
+    Appended {
+        base_offset: i64,
+    },
     /// A retry of a batch already in the log: acknowledged with its original offset.
-    Duplicate { base_offset: i64 },
-    Rejected { error_code: i16 },
+    Duplicate {
+        base_offset: i64,
+    },
+    Rejected {
+        error_code: i16,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -85,7 +85,12 @@ impl Catalog {
         self.topics.write().unwrap().remove(name);
     }
 
-    pub fn committed_offset(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
         self.offsets
             .read()
             .unwrap()

@@ -28,7 +28,11 @@ pub const TOPIC_CONFIGS: &[&str] = &[
 
 pub type CreateError = (i16, String);
 
-pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let outcome = match validate(broker, &t) {
@@ -59,7 +63,8 @@ fn validate(
     broker: &Broker,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
 ) -> Result<Validated, CreateError> {
-    validate_name(&t.name).map_err(|code| (code, format!("invalid topic name {:?}", t.name.as_str())))?;
+    validate_name(&t.name)
+        .map_err(|code| (code, format!("invalid topic name {:?}", t.name.as_str())))?;
     if !t.assignments.is_empty() {
         return Err((
             errors::INVALID_REQUEST,
@@ -90,7 +95,11 @@ fn validate(
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let name = c.name.as_str();
-        let value = c.value.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
+        let value = c
+            .value
+            .as_ref()
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
         check_config(name, &value)?;
         configs.insert(name.to_string(), value);
     }
@@ -104,7 +113,8 @@ fn check_config(name: &str, value: &str) -> Result<(), CreateError> {
             Ok(v) if v >= -1 => Ok(()),
             _ => bad("must be an integer >= -1"),
         },
-        "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => match value.parse::<i32>() {
+        "max.message.bytes" | "min.insync.replicas" | "segment.bytes" => match value.parse::<i32>()
+        {
             Ok(v) if v >= 1 => Ok(()),
             _ => bad("must be a positive integer"),
         },
@@ -153,7 +163,10 @@ pub async fn create(
             errors::TOPIC_ALREADY_EXISTS,
             format!("topic {name} already exists"),
         )),
-        Ok(other) => Err((errors::UNKNOWN_SERVER_ERROR, format!("unexpected {other:?}"))),
+        Ok(other) => Err((
+            errors::UNKNOWN_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        )),
         Err(e) => Err((errors::for_propose(e), e.to_string())),
     }
 }
@@ -166,7 +179,11 @@ mod tests {
     fn topic_names_follow_kafka_rules() {
         assert!(validate_name("orders.v1_EU-2").is_ok());
         for bad in ["", ".", "..", "has space", "slash/y", &"x".repeat(250)] {
-            assert_eq!(validate_name(bad), Err(errors::INVALID_TOPIC_EXCEPTION), "{bad}");
+            assert_eq!(
+                validate_name(bad),
+                Err(errors::INVALID_TOPIC_EXCEPTION),
+                "{bad}"
+            );
         }
     }
 

@@ -11,11 +11,21 @@ use super::{errors, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::{Command, Outcome};
 
-pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        req.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
@@ -23,14 +33,26 @@ pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16
             Some(n) => broker.catalog.topic(n),
             None => broker.catalog.topic_by_id(id),
         };
-        let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+        let result = DeletableTopicResult::default()
+            .with_name(name.clone())
+            .with_topic_id(id);
         let Some(view) = view else {
-            let code = if name.is_some() { errors::UNKNOWN_TOPIC_OR_PARTITION } else { errors::UNKNOWN_TOPIC_ID };
+            let code = if name.is_some() {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                errors::UNKNOWN_TOPIC_ID
+            };
             responses.push(result.with_error_code(code));
             continue;
         };
-        let command = Command::DeleteTopic { name: view.name.clone() };
-        let code = match broker.raft.propose_metadata(&command, Duration::from_secs(30)).await {
+        let command = Command::DeleteTopic {
+            name: view.name.clone(),
+        };
+        let code = match broker
+            .raft
+            .propose_metadata(&command, Duration::from_secs(30))
+            .await
+        {
             Ok(Outcome::TopicDeleted(..)) => errors::NONE,
             Ok(_) => errors::UNKNOWN_TOPIC_OR_PARTITION,
             Err(e) => errors::for_propose(e),

@@ -41,7 +41,9 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest) -> DescribeConf
                 }
             };
             let wanted = r.configuration_keys.map(|keys| {
-                keys.iter().map(|k| k.as_str().to_string()).collect::<Vec<_>>()
+                keys.iter()
+                    .map(|k| k.as_str().to_string())
+                    .collect::<Vec<_>>()
             });
             let configs = entries
                 .into_iter()
@@ -87,12 +89,21 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, i8)> {
     let s = &broker.settings;
     [
         ("num.partitions", s.default_partitions.to_string()),
-        ("default.replication.factor", s.default_replication_factor.to_string()),
-        ("auto.create.topics.enable", s.auto_create_topics.to_string()),
+        (
+            "default.replication.factor",
+            s.default_replication_factor.to_string(),
+        ),
+        (
+            "auto.create.topics.enable",
+            s.auto_create_topics.to_string(),
+        ),
         ("log.retention.ms", s.retention_ms.to_string()),
         ("log.retention.bytes", s.retention_bytes.to_string()),
         ("socket.request.max.bytes", s.max_request_bytes.to_string()),
-        ("group.initial.rebalance.delay.ms", s.group_initial_rebalance_delay_ms.to_string()),
+        (
+            "group.initial.rebalance.delay.ms",
+            s.group_initial_rebalance_delay_ms.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_string(), v, DEFAULT_CONFIG))

@@ -8,7 +8,11 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use super::str_bytes;
 use crate::broker::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .into_iter()
@@ -16,7 +20,11 @@ pub async fn handle(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i
             let described = DescribedGroup::default().with_group_id(id.clone());
             let Some(g) = broker.groups.describe(&id) else {
                 // Kafka reports groups it has no members for as Dead (or Empty with offsets).
-                let state = if broker.catalog.group_offsets(&id).is_empty() { "Dead" } else { "Empty" };
+                let state = if broker.catalog.group_offsets(&id).is_empty() {
+                    "Dead"
+                } else {
+                    "Empty"
+                };
                 return described.with_group_state(str_bytes(state));
             };
             described
@@ -29,7 +37,9 @@ pub async fn handle(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i
                         .map(|m| {
                             DescribedGroupMember::default()
                                 .with_member_id(str_bytes(m.member_id))
-                                .with_group_instance_id(m.instance_id.filter(|_| version >= 4).map(str_bytes))
+                                .with_group_instance_id(
+                                    m.instance_id.filter(|_| version >= 4).map(str_bytes),
+                                )
                                 .with_client_id(str_bytes(m.client_id))
                                 .with_client_host(str_bytes("/127.0.0.1"))
                                 .with_member_metadata(m.metadata)

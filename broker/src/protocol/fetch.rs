@@ -40,7 +40,11 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
 /// One pass over the requested partitions: the response, its record bytes, and whether
 /// any partition failed (errors are returned at once rather than long-polled).
 fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-    let mut budget = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let mut budget = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let mut total = 0usize;
     let mut errored = false;
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -54,7 +58,9 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
         for fp in &t.partitions {
             let data = PartitionData::default().with_partition_index(fp.partition);
             let shared = view.as_ref().and_then(|v| {
-                usize::try_from(fp.partition).ok().and_then(|i| v.partitions.get(i).cloned())
+                usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| v.partitions.get(i).cloned())
             });
             let Some(p) = shared else {
                 errored = true;
@@ -97,5 +103,9 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                 .with_partitions(partitions),
         );
     }
-    (FetchResponse::default().with_responses(topics), total, errored)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        errored,
+    )
 }

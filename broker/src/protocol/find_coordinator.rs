@@ -11,7 +11,11 @@ use crate::broker::Broker;
 
 const GROUP_KEY: i8 = 0;
 
-pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let (code, message) = if req.key_type == GROUP_KEY {
         (errors::NONE, None)
     } else {
@@ -21,7 +25,11 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
         )
     };
     let (node, host, port) = if code == errors::NONE {
-        (BrokerId(broker.node_id), str_bytes(broker.host.clone()), broker.port)
+        (
+            BrokerId(broker.node_id),
+            str_bytes(broker.host.clone()),
+            broker.port,
+        )
     } else {
         (BrokerId(-1), str_bytes(""), -1)
     };

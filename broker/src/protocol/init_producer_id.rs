@@ -22,7 +22,9 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitPro
         .propose_metadata(&Command::AllocateProducerId, Duration::from_secs(30))
         .await
     {
-        Ok(Outcome::ProducerId(id)) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Ok(Outcome::ProducerId(id)) => response
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
         Ok(_) => response.with_error_code(errors::UNKNOWN_SERVER_ERROR),
         Err(e) => response.with_error_code(errors::for_propose(e)),
     }

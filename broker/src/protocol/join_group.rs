@@ -38,7 +38,12 @@ pub async fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, ctx: &Ctx) -> J
     JoinGroupResponse::default()
         .with_error_code(result.error_code)
         .with_generation_id(result.generation)
-        .with_protocol_type(result.protocol_type.filter(|_| ctx.version >= 7).map(str_bytes))
+        .with_protocol_type(
+            result
+                .protocol_type
+                .filter(|_| ctx.version >= 7)
+                .map(str_bytes),
+        )
         .with_protocol_name(result.protocol_name.map(str_bytes))
         .with_leader(str_bytes(result.leader))
         .with_member_id(str_bytes(result.member_id))
@@ -49,7 +54,9 @@ pub async fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, ctx: &Ctx) -> J
                 .map(|(id, instance, metadata)| {
                     JoinGroupResponseMember::default()
                         .with_member_id(str_bytes(id))
-                        .with_group_instance_id(instance.filter(|_| ctx.version >= 5).map(str_bytes))
+                        .with_group_instance_id(
+                            instance.filter(|_| ctx.version >= 5).map(str_bytes),
+                        )
                         .with_metadata(metadata)
                 })
                 .collect(),

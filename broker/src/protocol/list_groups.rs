@@ -9,7 +9,11 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use super::str_bytes;
 use crate::broker::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
     let mut groups: BTreeMap<String, (String, &'static str)> = broker
         .catalog
         .offset_groups()
@@ -22,7 +26,9 @@ pub async fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) 
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_string()).collect();
     let listed = groups
         .into_iter()
-        .filter(|(_, (_, state))| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state)))
+        .filter(|(_, (_, state))| {
+            states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state))
+        })
         .map(|(id, (protocol_type, state))| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))

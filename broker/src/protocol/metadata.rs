@@ -19,7 +19,12 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         _ => None,
     };
     let topics = match requested {
-        None => broker.catalog.topics().iter().map(|t| describe(broker, t, version)).collect(),
+        None => broker
+            .catalog
+            .topics()
+            .iter()
+            .map(|t| describe(broker, t, version))
+            .collect(),
         Some(requested) => {
             let auto_create = broker.settings.auto_create_topics
                 && (version < 4 || req.allow_auto_topic_creation);
@@ -31,9 +36,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 }
                 .and_then(|v| v.ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION));
                 let view = match (view, &t.name) {
-                    (Err(_), None) if !t.topic_id.is_nil() => {
-                        broker.catalog.topic_by_id(t.topic_id).ok_or(errors::UNKNOWN_TOPIC_ID)
-                    }
+                    (Err(_), None) if !t.topic_id.is_nil() => broker
+                        .catalog
+                        .topic_by_id(t.topic_id)
+                        .ok_or(errors::UNKNOWN_TOPIC_ID),
                     (v, _) => v,
                 };
                 out.push(match view {
@@ -41,7 +47,11 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                     Err(code) => MetadataResponseTopic::default()
                         .with_error_code(code)
                         .with_name(t.name.clone())
-                        .with_topic_id(if version >= 10 { t.topic_id } else { uuid::Uuid::nil() }),
+                        .with_topic_id(if version >= 10 {
+                            t.topic_id
+                        } else {
+                            uuid::Uuid::nil()
+                        }),
                 });
             }
             out
@@ -98,6 +108,10 @@ fn describe(broker: &Broker, t: &TopicView, version: i16) -> MetadataResponseTop
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(t.name.clone()))))
-        .with_topic_id(if version >= 10 { t.id } else { uuid::Uuid::nil() })
+        .with_topic_id(if version >= 10 {
+            t.id
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_partitions(partitions)
 }

@@ -50,7 +50,7 @@ pub enum Reply {
 
 /// A decoded request frame.
 pub enum Decoded {
-    Request(Ctx, RequestKind),
+    Request(Box<(Ctx, RequestKind)>),
     /// ApiVersions at a version we do not serve: answered in v0 with error 35.
     UnsupportedApiVersions(i32),
 }
@@ -91,13 +91,13 @@ pub fn decode(mut frame: Bytes) -> anyhow::Result<Decoded> {
         client_id: header.client_id.clone().unwrap_or_default(),
         started,
     };
-    Ok(Decoded::Request(ctx, request))
+    Ok(Decoded::Request(Box::new((ctx, request))))
 }
 
 /// Decodes one request frame and runs its handler.
 pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Reply> {
     let (ctx, request) = match decode(frame)? {
-        Decoded::Request(ctx, request) => (ctx, request),
+        Decoded::Request(decoded) => *decoded,
         Decoded::UnsupportedApiVersions(correlation_id) => {
             return Ok(Reply::Now(Some(api_versions::unsupported_version(
                 correlation_id,
@@ -111,20 +111,32 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Reply>
     let response = match request {
         RequestKind::Produce(r) => return produce::handle(broker, r, ctx),
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, r, version).await)
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, version)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, version))
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(broker, r, &ctx).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(broker, r, version).await),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(join_group::handle(broker, r, &ctx).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(sync_group::handle(broker, r, version).await)
+        }
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, r).await),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(broker, r, version).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(leave_group::handle(broker, r, version).await)
+        }
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(offset_commit::handle(broker, r).await)
         }
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(broker, r, version)),
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, r, version))
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await)
         }
@@ -140,7 +152,9 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Reply>
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(describe_groups::handle(broker, r, version).await)
         }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(broker, r, version).await),
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(list_groups::handle(broker, r, version).await)
+        }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r))
         }

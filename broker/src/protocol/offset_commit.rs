@@ -15,9 +15,10 @@ use crate::metadata::{Command, CommittedOffset, Outcome};
 
 pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.to_string();
-    let membership = broker
-        .groups
-        .validate_commit(&group, &req.member_id, req.generation_id_or_member_epoch);
+    let membership =
+        broker
+            .groups
+            .validate_commit(&group, &req.member_id, req.generation_id_or_member_epoch);
     let mut offsets = Vec::new();
     // (topic, partition, error known before proposing)
     let mut results: Vec<(usize, i32, i16)> = Vec::new();
@@ -25,7 +26,11 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
         for p in &t.partitions {
             let code = if membership != errors::NONE {
                 membership
-            } else if broker.catalog.partition(&t.name, p.partition_index).is_none() {
+            } else if broker
+                .catalog
+                .partition(&t.name, p.partition_index)
+                .is_none()
+            {
                 errors::UNKNOWN_TOPIC_OR_PARTITION
             } else {
                 offsets.push(CommittedOffset {
@@ -44,7 +49,11 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
         errors::NONE
     } else {
         let command = Command::CommitOffsets { group, offsets };
-        match broker.raft.propose_metadata(&command, Duration::from_secs(30)).await {
+        match broker
+            .raft
+            .propose_metadata(&command, Duration::from_secs(30))
+            .await
+        {
             Ok(Outcome::OffsetsCommitted(..)) => errors::NONE,
             Ok(_) => errors::UNKNOWN_SERVER_ERROR,
             Err(e) => errors::for_propose(e),
@@ -61,7 +70,11 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
                 .map(|&(_, partition, code)| {
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(partition)
-                        .with_error_code(if code == errors::NONE { commit_code } else { code })
+                        .with_error_code(if code == errors::NONE {
+                            commit_code
+                        } else {
+                            code
+                        })
                 })
                 .collect();
             OffsetCommitResponseTopic::default()

@@ -12,12 +12,11 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::metadata::CommittedOffset;
 
+/// Per topic, each requested partition with its committed offset (if any).
+type Found = Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)>;
+
 /// (topic, partition, committed) for the requested partitions, or all the group has.
-fn lookup(
-    broker: &Broker,
-    group: &str,
-    topics: Option<Vec<(TopicName, Vec<i32>)>>,
-) -> Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> {
+fn lookup(broker: &Broker, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> Found {
     match topics {
         Some(topics) => topics
             .into_iter()
@@ -30,10 +29,15 @@ fn lookup(
             })
             .collect(),
         None => {
-            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
-                Default::default();
+            let mut by_topic: std::collections::BTreeMap<
+                String,
+                Vec<(i32, Option<CommittedOffset>)>,
+            > = Default::default();
             for o in broker.catalog.group_offsets(group) {
-                by_topic.entry(o.topic.clone()).or_default().push((o.partition, Some(o)));
+                by_topic
+                    .entry(o.topic.clone())
+                    .or_default()
+                    .push((o.partition, Some(o)));
             }
             by_topic
                 .into_iter()
@@ -48,7 +52,11 @@ fn lookup(
 
 fn fields(o: &Option<CommittedOffset>) -> (i64, i32, Option<String>) {
     match o {
-        Some(o) => (o.offset, o.leader_epoch, Some(o.metadata.clone().unwrap_or_default())),
+        Some(o) => (
+            o.offset,
+            o.leader_epoch,
+            Some(o.metadata.clone().unwrap_or_default()),
+        ),
         None => (-1, -1, Some(String::new())),
     }
 }
@@ -60,7 +68,9 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
             .into_iter()
             .map(|g| {
                 let wanted = g.topics.map(|ts| {
-                    ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect()
+                    ts.into_iter()
+                        .map(|t| (t.name, t.partition_indexes))
+                        .collect()
                 });
                 let topics = lookup(broker, &g.group_id, wanted)
                     .into_iter()
@@ -76,17 +86,23 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
                                     .with_metadata(meta.map(str_bytes))
                             })
                             .collect();
-                        OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
+                        OffsetFetchResponseTopics::default()
+                            .with_name(name)
+                            .with_partitions(partitions)
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = req
-        .topics
-        .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
     let topics = lookup(broker, &req.group_id, wanted)
         .into_iter()
         .map(|(name, ps)| {
@@ -101,7 +117,9 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
                         .with_metadata(meta.map(str_bytes))
                 })
                 .collect();
-            OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
+            OffsetFetchResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)

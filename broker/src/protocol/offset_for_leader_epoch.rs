@@ -12,7 +12,10 @@ use super::errors;
 use crate::broker::Broker;
 use crate::log::read;
 
-pub fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = req
         .topics
         .into_iter()
@@ -28,7 +31,8 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest) -> OffsetF
                     match broker.catalog.partition(&t.topic, op.partition) {
                         None => r.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION),
                         Some(p) => {
-                            let (epoch, end) = read::epoch_end_offset(&broker.db, &p, op.leader_epoch);
+                            let (epoch, end) =
+                                read::epoch_end_offset(&broker.db, &p, op.leader_epoch);
                             r.with_leader_epoch(epoch).with_end_offset(end)
                         }
                     }

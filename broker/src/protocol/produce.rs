@@ -40,10 +40,14 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             let shared = view.as_ref().and_then(|v| {
-                usize::try_from(p.index).ok().and_then(|i| v.partitions.get(i).cloned())
+                usize::try_from(p.index)
+                    .ok()
+                    .and_then(|i| v.partitions.get(i).cloned())
             });
             let item = match shared {
-                _ if transactional => PartitionWork::Failed(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                _ if transactional => {
+                    PartitionWork::Failed(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                }
                 None => PartitionWork::Failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(shared) => propose(broker, shared, p.records.unwrap_or_default(), max_batch),
             };

@@ -7,7 +7,11 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use super::str_bytes;
 use crate::broker::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
     let assignments = req
         .assignments
         .into_iter()
@@ -15,7 +19,12 @@ pub async fn handle(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -
         .collect();
     let (code, assignment, protocol) = broker
         .groups
-        .sync(&req.group_id, &req.member_id, req.generation_id, assignments)
+        .sync(
+            &req.group_id,
+            &req.member_id,
+            req.generation_id,
+            assignments,
+        )
         .await;
     let response = SyncGroupResponse::default()
         .with_error_code(code)

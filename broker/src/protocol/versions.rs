@@ -46,7 +46,11 @@ mod tests {
 
     #[test]
     fn advertised_ranges_match_the_contract() {
-        let get = |key| served().find(|(k, _)| *k == key).map(|(_, r)| (r.min, r.max));
+        let get = |key| {
+            served()
+                .find(|(k, _)| *k == key)
+                .map(|(_, r)| (r.min, r.max))
+        };
         assert_eq!(get(ApiKey::Produce), Some((3, 12)));
         assert_eq!(get(ApiKey::Fetch), Some((4, 12)));
         assert_eq!(get(ApiKey::ApiVersions), Some((0, 4)));

@@ -225,7 +225,9 @@ impl Driver {
             apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
             g.node.mut_store().stage_append(rd.entries(), &mut raft_wb);
             if let Some(hs) = rd.hs() {
-                g.node.mut_store().stage_hard_state(hs.clone(), &mut raft_wb);
+                g.node
+                    .mut_store()
+                    .stage_hard_state(hs.clone(), &mut raft_wb);
             }
             readies.push((id, rd));
         }
@@ -454,7 +456,9 @@ fn apply_entries(
             if let Some(o) = &out {
                 if matches!(
                     o,
-                    Outcome::TopicCreated(..) | Outcome::TopicDeleted(..) | Outcome::OffsetsCommitted(..)
+                    Outcome::TopicCreated(..)
+                        | Outcome::TopicDeleted(..)
+                        | Outcome::OffsetsCommitted(..)
                 ) {
                     round.effects.push(o.clone());
                 }
@@ -536,7 +540,10 @@ mod tests {
             }
         }
         let syncs = metrics::RAFT_SYNC_SECONDS.get_sample_count() - syncs_before;
-        assert!(syncs < 100, "400 proposals took {syncs} fsyncs: no group commit");
+        assert!(
+            syncs < 100,
+            "400 proposals took {syncs} fsyncs: no group commit"
+        );
         for g in &groups {
             assert_eq!(offsets[g], (0..100).collect::<Vec<i64>>(), "group {g}");
         }
@@ -603,7 +610,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(p.log_start() > 0, "retention never moved the log start");
-        assert!(p.log_bytes() <= 1000 + 261, "log still holds {} bytes", p.log_bytes());
+        assert!(
+            p.log_bytes() <= 1000 + 261,
+            "log still holds {} bytes",
+            p.log_bytes()
+        );
         assert_eq!(p.high_watermark(), 20);
         // Reading below the new start finds the first retained batch, never a hole.
         let data = log::read::read(&db, &p, 0, 1 << 20).unwrap();

@@ -35,7 +35,11 @@ pub enum ProposeError {
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
 pub(crate) enum DriverMsg {
-    Propose { group: u64, data: Vec<u8>, reply: Reply },
+    Propose {
+        group: u64,
+        data: Vec<u8>,
+        reply: Reply,
+    },
     Shutdown,
 }
 

@@ -78,7 +78,9 @@ impl GroupStorage {
     fn find_last_index(&self) -> u64 {
         let upper = keys::entry_key(self.group, u64::MAX);
         let lower = keys::entry_key(self.group, 0);
-        let mut it = self.db.iterator(IteratorMode::From(&upper, Direction::Reverse));
+        let mut it = self
+            .db
+            .iterator(IteratorMode::From(&upper, Direction::Reverse));
         match it.next() {
             Some(Ok((k, _))) if k.as_ref() >= lower.as_slice() && k.len() == 17 => {
                 keys::u64_suffix(&k)
@@ -307,14 +309,18 @@ mod tests {
         crate::storage::write(&db, batch, true).unwrap();
 
         assert_eq!(s.last_index().unwrap(), 2);
-        let got = s.entries(1, 3, None, GetEntriesContext::empty(false)).unwrap();
+        let got = s
+            .entries(1, 3, None, GetEntriesContext::empty(false))
+            .unwrap();
         assert_eq!(got, vec![entry(1, 1, b"a"), entry(2, 2, b"B")]);
         assert_eq!(s.term(2).unwrap(), 2);
 
         let mut batch = WriteBatch::default();
         s.stage_compact(1, &mut batch).unwrap();
         crate::storage::write(&db, batch, true).unwrap();
-        assert!(s.entries(1, 3, None, GetEntriesContext::empty(false)).is_err());
+        assert!(s
+            .entries(1, 3, None, GetEntriesContext::empty(false))
+            .is_err());
 
         let reloaded = GroupStorage::load(db, 9).unwrap().unwrap();
         assert_eq!(reloaded.first_index().unwrap(), 2);
@@ -334,7 +340,9 @@ mod tests {
         let big = vec![7u8; 1000];
         s.stage_append(&[entry(1, 1, &big), entry(2, 1, &big)], &mut batch);
         crate::storage::write(&db, batch, true).unwrap();
-        let got = s.entries(1, 3, 10, GetEntriesContext::empty(false)).unwrap();
+        let got = s
+            .entries(1, 3, 10, GetEntriesContext::empty(false))
+            .unwrap();
         assert_eq!(got.len(), 1);
     }
 }
