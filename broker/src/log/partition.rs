@@ -4,9 +4,9 @@
 //! Offsets are a pure function of the committed log, so every replica assigns the same ones
 //! and a restart simply re-applies entries after the persisted applied index.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rocksdb::WriteBatch;
 
@@ -27,6 +27,9 @@ pub struct PartitionShared {
     log_start: AtomicI64,
     leader_epoch: AtomicI32,
     log_bytes: AtomicU64,
+    /// Applied batches whose offset-index entries may not be in RocksDB yet (the log
+    /// writer stores them with its next batch); readers merge these with the index.
+    unflushed: Mutex<BTreeMap<i64, IndexedBatch>>,
 }
 
 impl PartitionShared {
@@ -39,7 +42,27 @@ impl PartitionShared {
             log_start: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(0),
             log_bytes: AtomicU64::new(0),
+            unflushed: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Unflushed batches with last offset in `[from, below)`, oldest first.
+    pub fn unflushed_range(&self, from: i64, below: i64) -> Vec<IndexedBatch> {
+        if from >= below {
+            return vec![];
+        }
+        self.unflushed
+            .lock()
+            .unwrap()
+            .range(from..below)
+            .map(|(_, b)| *b)
+            .collect()
+    }
+
+    /// Forgets unflushed batches up to `last_offset`: their index entries are on disk.
+    pub fn mark_flushed(&self, last_offset: i64) {
+        let mut unflushed = self.unflushed.lock().unwrap();
+        *unflushed = unflushed.split_off(&(last_offset + 1));
     }
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
@@ -150,6 +173,8 @@ pub struct PartitionMachine {
     log_start: i64,
     log_bytes: u64,
     producers: HashMap<i64, ProducerState>,
+    /// Batches applied since the last `publish`.
+    applied_batches: Vec<IndexedBatch>,
 }
 
 impl PartitionMachine {
@@ -162,6 +187,7 @@ impl PartitionMachine {
             log_start: 0,
             log_bytes: 0,
             producers: HashMap::new(),
+            applied_batches: Vec::new(),
         };
         if let Some(v) = db.get(keys::group_key(keys::APPLIED, group))? {
             anyhow::ensure!(v.len() == 32, "applied state of group {group} is damaged");
@@ -185,19 +211,27 @@ impl PartitionMachine {
         Ok(m)
     }
 
-    /// Makes applied batches visible to fetches; call after the apply batch is written.
-    pub fn publish(&self) {
+    /// Makes applied batches visible to fetches (through the unflushed index until the
+    /// apply batch is written). Returns the last offset published.
+    pub fn publish(&mut self) -> i64 {
         let s = &self.shared;
+        if !self.applied_batches.is_empty() {
+            let mut unflushed = s.unflushed.lock().unwrap();
+            for b in self.applied_batches.drain(..) {
+                unflushed.insert(b.last_offset, b);
+            }
+        }
         s.log_start.store(self.log_start, Ordering::Release);
         s.log_bytes.store(self.log_bytes, Ordering::Relaxed);
         s.high_watermark.store(self.next_offset, Ordering::Release);
+        self.next_offset - 1
     }
 
     pub fn next_offset(&self) -> i64 {
         self.next_offset
     }
 
-    /// Applies one committed entry; writes go to `wb` (written before `publish`).
+    /// Applies one committed entry; its writes go to `wb`, handed to the log writer.
     pub fn apply(
         &mut self,
         raft_index: u64,
@@ -241,6 +275,7 @@ impl PartitionMachine {
             keys::offset_index_key(self.shared.group, indexed.last_offset),
             indexed.encode(),
         );
+        self.applied_batches.push(indexed);
         self.next_offset = indexed.last_offset + 1;
         self.log_bytes += size as u64;
         if h.is_idempotent() {

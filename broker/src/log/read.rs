@@ -9,19 +9,31 @@ use super::batch;
 use super::partition::{IndexedBatch, PartitionShared};
 use crate::storage::{entry_data, keys, Db};
 
-/// Iterates indexed batches whose last offset is at least `from`, below the high watermark.
+/// Iterates indexed batches whose last offset is at least `from`, below the high watermark:
+/// those in RocksDB, then the newest ones whose index entries are still being written.
 fn batches_from<'a>(
     db: &'a Db,
     p: &PartitionShared,
     from: i64,
 ) -> impl Iterator<Item = IndexedBatch> + 'a {
+    // Order matters: high watermark, then the unflushed snapshot, then RocksDB. A batch
+    // leaves the unflushed set only after it is in RocksDB, so none can slip between.
     let hw = p.high_watermark();
+    let from = from.max(0);
+    let unflushed = p.unflushed_range(from, hw);
     let mut opts = ReadOptions::default();
     opts.set_iterate_upper_bound(keys::offset_index_key(p.group, hw.max(0)));
-    let start = keys::offset_index_key(p.group, from.max(0));
-    db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
+    let start = keys::offset_index_key(p.group, from);
+    let on_disk = db
+        .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
         .map_while(Result::ok)
-        .map(|(k, v)| IndexedBatch::decode(&k, &v))
+        .map(|(k, v)| IndexedBatch::decode(&k, &v));
+    let mut newest_seen = -1;
+    on_disk.chain(unflushed).filter(move |b| {
+        let fresh = b.last_offset > newest_seen;
+        newest_seen = newest_seen.max(b.last_offset);
+        fresh
+    })
 }
 
 /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`

@@ -1,11 +1,14 @@
 //! The Raft driver: one thread, one loop, every group.
 //!
 //! Each round drains all queued proposals, ticks the groups when due, then handles the
-//! Ready of every group in raft-rs's documented order with one twist borrowed from TiKV's
-//! raftstore: the entries and hard states of *all* groups go into one `WriteBatch` that is
-//! synced once (group commit). Applied state goes into a second, unsynced batch: it can be
-//! rebuilt from the log, so it needs no fsync of its own. The loop sleeps on its channel
-//! between rounds; it never polls.
+//! Ready of every group in raft-rs's documented order with two twists borrowed from TiKV's
+//! raftstore: the entries and hard states of *all* groups go into one `WriteBatch`
+//! (group commit), and that batch is made durable by the log writer thread while the driver
+//! goes on (raft-rs's asynchronous Ready: `advance_append_async`, then `on_persist_ready`
+//! when the writer reports back). Entries commit only once persisted, so nothing is applied
+//! or acknowledged before its fsync. Applied state goes into a second, unsynced batch: it
+//! can be rebuilt from the log, so it needs no fsync of its own. The loop sleeps on its
+//! channel between rounds; it never polls.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -17,6 +20,7 @@ use raft::eraftpb::{Entry, EntryType};
 use raft::RawNode;
 use rocksdb::WriteBatch;
 
+use super::writer::{self, PersistJob};
 use super::{Applied, DriverMsg, ProposeError, RaftHandle, Reply};
 use crate::log::{self, AppendOutcome, PartitionMachine, PartitionShared};
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord, TopicView};
@@ -62,6 +66,8 @@ pub struct Driver {
     groups: HashMap<u64, Group>,
     meta: MetadataMachine,
     logger: slog::Logger,
+    /// `None` while starting up, when Readies are persisted synchronously.
+    writer: Option<mpsc::Sender<PersistJob>>,
 }
 
 impl Driver {
@@ -84,6 +90,7 @@ impl Driver {
             groups: HashMap::new(),
             meta,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
+            writer: None,
         };
         driver.open_group(metadata::METADATA_GROUP, None)?;
         let topics: Vec<(String, TopicRecord)> = driver
@@ -97,6 +104,8 @@ impl Driver {
         }
         // Replay what was committed but not yet applied before the last shutdown.
         while driver.handle_readies()? {}
+        let (writer_tx, writer_thread) = writer::start(driver.db.clone(), tx.clone())?;
+        driver.writer = Some(writer_tx);
         driver.catalog.set_ready();
         tracing::info!(
             groups = driver.groups.len(),
@@ -105,7 +114,10 @@ impl Driver {
         );
         let thread = std::thread::Builder::new()
             .name("raft-driver".into())
-            .spawn(move || driver.run())?;
+            .spawn(move || {
+                driver.run();
+                let _ = writer_thread.join();
+            })?;
         Ok((RaftHandle { tx }, thread))
     }
 
@@ -157,7 +169,9 @@ impl Driver {
         self.stop();
     }
 
-    fn stop(self) {
+    fn stop(mut self) {
+        // Closing the writer's channel lets it finish what is queued, then exit.
+        self.writer = None;
         tracing::info!("raft driver stopped");
     }
 
@@ -166,6 +180,14 @@ impl Driver {
         match msg {
             DriverMsg::Propose { group, data, reply } => {
                 self.propose(group, data, reply);
+                true
+            }
+            DriverMsg::Persisted(readies) => {
+                for (gid, number) in readies {
+                    if let Some(g) = self.groups.get_mut(&gid) {
+                        g.node.on_persist_ready(number);
+                    }
+                }
                 true
             }
             DriverMsg::Shutdown => false,
@@ -215,7 +237,7 @@ impl Driver {
         let mut raft_wb = WriteBatch::default();
         let mut apply_wb = WriteBatch::default();
         let mut round = Round::default();
-        let mut readies = Vec::with_capacity(ids.len());
+        let mut persisting = Vec::new();
         for id in ids {
             let g = self.groups.get_mut(&id).expect("listed above");
             let mut rd = g.node.ready();
@@ -223,47 +245,82 @@ impl Driver {
             // voter is this node has none.
             let committed = rd.take_committed_entries();
             apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
-            g.node.mut_store().stage_append(rd.entries(), &mut raft_wb);
-            if let Some(hs) = rd.hs() {
-                g.node
-                    .mut_store()
-                    .stage_hard_state(hs.clone(), &mut raft_wb);
+            if rd.entries().is_empty() && rd.hs().is_none() {
+                // Nothing to persist: finish this Ready in place.
+                let mut light = g.node.advance(rd);
+                if let Some(commit) = light.commit_index() {
+                    g.node.mut_store().stage_commit(commit, &mut apply_wb);
+                }
+                let committed = light.take_committed_entries();
+                apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
+            } else {
+                g.node.mut_store().stage_append(rd.entries(), &mut raft_wb);
+                if let Some(hs) = rd.hs() {
+                    g.node
+                        .mut_store()
+                        .stage_hard_state(hs.clone(), &mut raft_wb);
+                }
+                persisting.push((id, rd.number()));
+                g.node.advance_append_async(rd);
             }
-            readies.push((id, rd));
-        }
-        if !raft_wb.is_empty() {
-            let started = Instant::now();
-            storage::write(&self.db, raft_wb, true)?;
-            metrics::RAFT_SYNC_SECONDS.observe(started.elapsed().as_secs_f64());
-            metrics::RAFT_SYNC_GROUPS.observe(readies.len() as f64);
-        }
-        for (id, rd) in readies {
-            let g = self.groups.get_mut(&id).expect("listed above");
-            let mut light = g.node.advance(rd);
-            if let Some(commit) = light.commit_index() {
-                g.node.mut_store().stage_commit(commit, &mut apply_wb);
-            }
-            let committed = light.take_committed_entries();
-            apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
             g.node.advance_apply_to(g.applied);
             if let Some(p) = &g.partition {
                 p.shared.set_leader_epoch(g.node.raft.term as i32);
             }
         }
-        storage::write(&self.db, apply_wb, false)?;
+        if !persisting.is_empty() {
+            self.persist(raft_wb, persisting, vec![])?;
+        }
+        // Applied state is stored by the writer with its next batch; until then readers
+        // find new batches in the partitions' unflushed index, so replies need not wait.
+        let flushed = self.publish(&round.published);
+        self.persist(apply_wb, vec![], flushed)?;
         self.finish_round(round)?;
         Ok(true)
     }
 
-    fn finish_round(&mut self, round: Round) -> anyhow::Result<()> {
-        for id in &round.published {
-            if let Some(p) = self.groups.get(id).and_then(|g| g.partition.as_ref()) {
-                p.publish();
+    fn publish(&mut self, groups: &HashSet<u64>) -> Vec<(Arc<PartitionShared>, i64)> {
+        let mut flushed = Vec::with_capacity(groups.len());
+        for id in groups {
+            if let Some(p) = self.groups.get_mut(id).and_then(|g| g.partition.as_mut()) {
+                let last = p.publish();
+                flushed.push((p.shared.clone(), last));
             }
         }
-        if !round.published.is_empty() {
+        if !groups.is_empty() {
             self.catalog.notify_appended();
         }
+        flushed
+    }
+
+    /// Hands a batch to the log writer, or (while starting up) writes it here.
+    fn persist(
+        &mut self,
+        batch: WriteBatch,
+        readies: Vec<(u64, u64)>,
+        flushed: Vec<(Arc<PartitionShared>, i64)>,
+    ) -> anyhow::Result<()> {
+        let job = PersistJob {
+            batch,
+            readies,
+            flushed,
+        };
+        if let Some(writer) = &self.writer {
+            return writer
+                .send(job)
+                .map_err(|_| anyhow::anyhow!("raft log writer stopped"));
+        }
+        let mut job = job;
+        storage::write(&self.db, std::mem::take(&mut job.batch), true)?;
+        for (gid, number) in job.written() {
+            if let Some(g) = self.groups.get_mut(&gid) {
+                g.node.on_persist_ready(number);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_round(&mut self, round: Round) -> anyhow::Result<()> {
         for effect in round.effects {
             self.apply_effect(effect)?;
         }
@@ -288,7 +345,8 @@ impl Driver {
                     }
                     GroupStorage::stage_destroy(gid, &mut wb);
                 }
-                storage::write(&self.db, wb, false)?;
+                // Through the writer, so it lands after any of the groups' queued writes.
+                self.persist(wb, vec![], vec![])?;
                 tracing::info!(topic = %name, "topic deleted");
             }
             Outcome::OffsetsCommitted(group, offsets) => {
@@ -422,13 +480,9 @@ impl Driver {
         if moved.is_empty() {
             return Ok(());
         }
-        storage::write(&self.db, wb, false)?;
-        for gid in moved {
-            if let Some(p) = self.groups.get(&gid).and_then(|g| g.partition.as_ref()) {
-                p.publish();
-            }
-        }
-        Ok(())
+        let moved: HashSet<u64> = moved.into_iter().collect();
+        let flushed = self.publish(&moved);
+        self.persist(wb, vec![], flushed)
     }
 }
 

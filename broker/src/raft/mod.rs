@@ -2,6 +2,7 @@
 //! per partition), and request handlers talk to it through a [`RaftHandle`].
 
 mod driver;
+mod writer;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub(crate) enum DriverMsg {
         data: Vec<u8>,
         reply: Reply,
     },
+    /// The log writer made these Readies (group, ready number) durable.
+    Persisted(Vec<(u64, u64)>),
     Shutdown,
 }
 

@@ -23,8 +23,14 @@ pub fn open(dir: &Path) -> anyhow::Result<Db> {
     opts.set_max_background_jobs(2);
     // Entries are already compressed by producers; spend no CPU recompressing them.
     opts.set_compression_type(rocksdb::DBCompressionType::None);
-    opts.set_write_buffer_size(32 << 20);
-    opts.set_max_write_buffer_number(3);
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_max_write_buffer_number(4);
+    // Record batches are large values written once and deleted by retention: keep them in
+    // blob files so compactions move only keys and small index values, not the data.
+    opts.set_enable_blob_files(true);
+    opts.set_min_blob_size(1024);
+    opts.set_blob_file_size(256 << 20);
+    opts.set_enable_blob_gc(true);
     opts.set_keep_log_file_num(3);
     let db = DB::open(&opts, dir.join("rocksdb"))
         .map_err(|e| anyhow::anyhow!("opening RocksDB under {}: {e}", dir.display()))?;

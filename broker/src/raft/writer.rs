@@ -1,0 +1,76 @@
+//! The log writer: makes Raft state durable off the driver thread.
+//!
+//! The driver hands over one `WriteBatch` per round and goes on with the next round while
+//! this thread writes and fsyncs. Batches that queue up while an fsync is in progress are
+//! written together and covered by a single fsync (RocksDB syncs its WAL up to the last
+//! write), so the number of fsyncs falls as load rises. Batches are written in the order
+//! they were queued, which keeps each group's log writes in Raft order.
+
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rocksdb::WriteBatch;
+
+use super::DriverMsg;
+use crate::log::PartitionShared;
+use crate::metrics;
+use crate::storage::{self, Db};
+
+pub struct PersistJob {
+    pub batch: WriteBatch,
+    /// Readies made durable by this batch: (group, ready number).
+    pub readies: Vec<(u64, u64)>,
+    /// Partitions whose offset index is stored by this batch, up to the given last offset.
+    pub flushed: Vec<(Arc<PartitionShared>, i64)>,
+}
+
+impl PersistJob {
+    /// Marks what the job stored as readable from RocksDB.
+    pub fn written(self) -> Vec<(u64, u64)> {
+        for (p, last) in self.flushed {
+            p.mark_flushed(last);
+        }
+        self.readies
+    }
+}
+
+pub fn start(
+    db: Db,
+    done: mpsc::Sender<DriverMsg>,
+) -> std::io::Result<(mpsc::Sender<PersistJob>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<PersistJob>();
+    let thread = std::thread::Builder::new()
+        .name("raft-log-writer".into())
+        .spawn(move || run(db, rx, done))?;
+    Ok((tx, thread))
+}
+
+fn run(db: Db, rx: mpsc::Receiver<PersistJob>, done: mpsc::Sender<DriverMsg>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            jobs.push(more);
+        }
+        let started = Instant::now();
+        let last = jobs.len() - 1;
+        let mut readies = Vec::new();
+        for (i, mut job) in jobs.into_iter().enumerate() {
+            let batch = std::mem::take(&mut job.batch);
+            if let Err(e) = storage::write(&db, batch, i == last) {
+                // Nothing written after this point could be acknowledged safely.
+                tracing::error!(error = %e, "raft log write failed; stopping");
+                std::process::exit(70);
+            }
+            readies.extend(job.written());
+        }
+        if readies.is_empty() {
+            continue; // only applied state was written: nothing for the driver to advance
+        }
+        metrics::RAFT_SYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::RAFT_SYNC_GROUPS.observe(readies.len() as f64);
+        if done.send(DriverMsg::Persisted(readies)).is_err() {
+            return;
+        }
+    }
+}
