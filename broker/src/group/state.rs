@@ -40,6 +40,8 @@ pub struct JoinResult {
     pub member_id: String,
     /// Filled for the leader only: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader need not compute an assignment (a static leader rejoining a stable group).
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -204,7 +206,8 @@ impl Group {
     }
 
     /// A static member coming back with a new process: swap its member id in without a
-    /// rebalance when the group is stable and it is not the leader.
+    /// rebalance when the group is stable (KIP-345). A returning leader gets the member
+    /// list with `skip_assignment`, and SyncGroup hands everyone their current assignment.
     fn rejoin_static(
         &mut self,
         instance: &str,
@@ -215,22 +218,36 @@ impl Group {
             .iter()
             .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
             .map(|(id, _)| id.clone())?;
-        if self.phase != Phase::Stable || self.leader.as_ref() == Some(&old_id) {
+        if self.phase != Phase::Stable {
             return None;
+        }
+        let protocol = self.protocol.clone().unwrap_or_default();
+        if !req.protocols.iter().any(|(name, _)| *name == protocol) {
+            return None; // it can no longer run the group's protocol: rebalance
         }
         let mut member = self.members.remove(&old_id)?;
         let new_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
         member.last_seen = Instant::now();
         member.protocols = req.protocols.clone();
         self.members.insert(new_id.clone(), member);
+        let is_leader = self.leader.as_ref() == Some(&old_id);
+        if is_leader {
+            self.leader = Some(new_id.clone());
+        }
+        tracing::info!(group = %self.id, instance, member = %new_id, "static member rejoined");
         Some(Err(Box::new(JoinResult {
             error_code: errors::NONE,
             generation: self.generation,
             protocol_type: self.protocol_type.clone(),
-            protocol_name: self.protocol.clone(),
+            protocol_name: Some(protocol.clone()),
             leader: self.leader.clone().unwrap_or_default(),
             member_id: new_id,
-            members: vec![],
+            members: if is_leader {
+                self.roster(&protocol)
+            } else {
+                vec![]
+            },
+            skip_assignment: is_leader,
         })))
     }
 
@@ -310,19 +327,7 @@ impl Group {
             });
         self.protocol = protocol.clone();
         let protocol = protocol.unwrap_or_default();
-        let roster: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.instance_id.clone(), meta)
-            })
-            .collect();
+        let roster = self.roster(&protocol);
         for m in self.members.values_mut() {
             m.assignment = Bytes::new();
             m.last_seen = Instant::now();
@@ -336,9 +341,26 @@ impl Group {
                 leader: leader.clone(),
                 members: if id == leader { roster.clone() } else { vec![] },
                 member_id: id,
+                skip_assignment: false,
             });
         }
         tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(), "rebalance completed");
+    }
+
+    /// Every member with its metadata for `protocol`, as the leader receives it.
+    fn roster(&self, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect()
     }
 
     pub fn sync(

@@ -47,6 +47,7 @@ pub async fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, ctx: &Ctx) -> J
         .with_protocol_name(result.protocol_name.map(str_bytes))
         .with_leader(str_bytes(result.leader))
         .with_member_id(str_bytes(result.member_id))
+        .with_skip_assignment(result.skip_assignment && ctx.version >= 9)
         .with_members(
             result
                 .members
