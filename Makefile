@@ -8,8 +8,10 @@ PYTHON ?= python3
 
 .PHONY: build run test unit-test e2e-test lint fmt bench fuzz clean
 
+# One feature set for every build and test of the workspace: building a subset would
+# resolve shared dependencies' features differently and rebuild RocksDB's C++ each time.
 build:
-	cargo build --release --bin chronik-broker
+	cargo build --release --workspace --all-targets
 
 run: build
 	$(BROKER) --data-dir ./data

@@ -170,7 +170,7 @@ start_chronik() { # start_chronik DATA_DIR LOG
   rm -rf "$dir"; mkdir -p "$dir"
   # shellcheck disable=SC2206
   local cmd=("$CHRONIK_BROKER_BIN" --node-id 1 --data-dir "$dir" --kafka-addr "$CHRONIK_KAFKA_ADDR"
-             --metrics-addr "$CHRONIK_METRICS_ADDR" ${BENCH_CHRONIK_ARGS:-})
+             --metrics-addr "$CHRONIK_METRICS_ADDR" --cluster-addr 127.0.0.1:29093 ${BENCH_CHRONIK_ARGS:-})
   note_cmd "$(quote "${cmd[@]}")"
   log "starting chronik: ${cmd[*]}"
   "${cmd[@]}" >"$logf" 2>&1 </dev/null &

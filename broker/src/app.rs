@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::broker::{self, Broker};
 use crate::config::{Args, Settings};
-use crate::{group, metadata, metrics, raft, server, shutdown, storage};
+use crate::{admin, group, metadata, metrics, raft, server, shutdown, storage};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
@@ -52,6 +52,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         broker.clone(),
         shutdown.clone(),
     ));
+    let admin_task = tokio::spawn(admin::serve(
+        args.cluster_addr,
+        broker.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         node_id,
         kafka = %args.kafka_addr,
@@ -63,6 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = wait_for_signal() => tracing::info!("shutdown requested"),
         r = metrics_task => r??,
+        r = admin_task => r??,
     }
     trigger.fire();
     // In-flight requests get a bounded grace period; their entries are already durable

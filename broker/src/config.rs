@@ -30,8 +30,8 @@ pub struct Args {
     #[arg(long, env = "CHRONIK_ADVERTISED_KAFKA_ADDR")]
     pub advertised_kafka_addr: Option<String>,
 
-    /// Address for inter-broker gRPC (Raft transport and admin API). Reserved: this
-    /// release runs a single node and does not bind it yet.
+    /// Address for inter-broker gRPC: the admin API (and the Raft transport once brokers
+    /// replicate to each other).
     #[arg(long, env = "CHRONIK_CLUSTER_ADDR", default_value = "127.0.0.1:9093")]
     pub cluster_addr: SocketAddr,
 

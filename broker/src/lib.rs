@@ -8,6 +8,7 @@
 //! - [`log`], [`metadata`]: the state machines Raft applies to (partitions, cluster metadata).
 //! - [`storage`]: RocksDB layout and `raft::Storage`.
 
+pub mod admin;
 pub mod app;
 pub mod broker;
 pub mod config;

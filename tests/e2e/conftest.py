@@ -80,6 +80,10 @@ class ChronikBroker:
         self.metrics_port = free_port()
         while self.metrics_port == self.port:
             self.metrics_port = free_port()
+        self.cluster_port = free_port()
+        while self.cluster_port in (self.port, self.metrics_port):
+            self.cluster_port = free_port()
+        self.admin_addr = f"127.0.0.1:{self.cluster_port}"
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.config_path: Path | None = None
@@ -99,6 +103,7 @@ class ChronikBroker:
             "--kafka-addr", self.bootstrap,
             "--advertised-kafka-addr", self.bootstrap,
             "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
+            "--cluster-addr", self.admin_addr,
         ]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]

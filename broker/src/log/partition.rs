@@ -26,6 +26,10 @@ pub struct PartitionShared {
     high_watermark: AtomicI64,
     log_start: AtomicI64,
     leader_epoch: AtomicI32,
+    /// Node id of the Raft leader, 0 when there is none.
+    leader: AtomicU64,
+    /// Voters of the group and those caught up with the leader's commit index.
+    replicas: Mutex<(Vec<u64>, Vec<u64>)>,
     log_bytes: AtomicU64,
     /// Applied batches whose offset-index entries may not be in RocksDB yet (the log
     /// writer stores them with its next batch); readers merge these with the index.
@@ -41,6 +45,8 @@ impl PartitionShared {
             high_watermark: AtomicI64::new(0),
             log_start: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(0),
+            leader: AtomicU64::new(0),
+            replicas: Mutex::new((vec![], vec![])),
             log_bytes: AtomicU64::new(0),
             unflushed: Mutex::new(BTreeMap::new()),
         }
@@ -76,6 +82,25 @@ impl PartitionShared {
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.leader_epoch.store(epoch, Ordering::Release)
     }
+    /// The Raft leader's node id, if the group has one.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.leader.load(Ordering::Acquire)).filter(|id| *id != 0)
+    }
+
+    /// (voters, in-sync voters) as last seen by the Raft driver.
+    pub fn replicas(&self) -> (Vec<u64>, Vec<u64>) {
+        self.replicas.lock().unwrap().clone()
+    }
+
+    /// Records the group's Raft view; cheap when nothing changed.
+    pub fn set_raft_view(&self, leader: u64, voters: &[u64], in_sync: &[u64]) {
+        self.leader.store(leader, Ordering::Release);
+        let mut r = self.replicas.lock().unwrap();
+        if r.0 != voters || r.1 != in_sync {
+            *r = (voters.to_vec(), in_sync.to_vec());
+        }
+    }
+
     pub fn log_bytes(&self) -> u64 {
         self.log_bytes.load(Ordering::Relaxed)
     }

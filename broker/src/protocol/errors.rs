@@ -8,6 +8,7 @@ pub const CORRUPT_MESSAGE: i16 = E::CorruptMessage.code();
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = E::UnknownTopicOrPartition.code();
 pub const INVALID_RECORD: i16 = E::InvalidRecord.code();
 pub const NOT_LEADER_OR_FOLLOWER: i16 = E::NotLeaderOrFollower.code();
+pub const LEADER_NOT_AVAILABLE: i16 = E::LeaderNotAvailable.code();
 pub const REQUEST_TIMED_OUT: i16 = E::RequestTimedOut.code();
 pub const COORDINATOR_NOT_AVAILABLE: i16 = E::CoordinatorNotAvailable.code();
 pub const INVALID_TOPIC_EXCEPTION: i16 = E::InvalidTopicException.code();

@@ -23,7 +23,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             .catalog
             .topics()
             .iter()
-            .map(|t| describe(broker, t, version))
+            .map(|t| describe(t, version))
             .collect(),
         Some(requested) => {
             let auto_create = broker.settings.auto_create_topics
@@ -43,7 +43,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                     (v, _) => v,
                 };
                 out.push(match view {
-                    Ok(v) => describe(broker, &v, version),
+                    Ok(v) => describe(&v, version),
                     Err(code) => MetadataResponseTopic::default()
                         .with_error_code(code)
                         .with_name(t.name.clone())
@@ -92,18 +92,29 @@ async fn lookup_or_create(
     }
 }
 
-fn describe(broker: &Broker, t: &TopicView, version: i16) -> MetadataResponseTopic {
-    let me = BrokerId(broker.node_id);
+fn describe(t: &TopicView, version: i16) -> MetadataResponseTopic {
+    let ids = |v: Vec<u64>| {
+        v.into_iter()
+            .map(|id| BrokerId(id as i32))
+            .collect::<Vec<_>>()
+    };
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
-            MetadataResponsePartition::default()
+            let (replicas, in_sync) = p.replicas();
+            let response = MetadataResponsePartition::default()
                 .with_partition_index(p.partition)
-                .with_leader_id(me)
-                .with_leader_epoch(if version >= 7 { p.leader_epoch() } else { -1 })
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+                .with_replica_nodes(ids(replicas))
+                .with_isr_nodes(ids(in_sync));
+            match p.leader() {
+                Some(leader) => response
+                    .with_leader_id(BrokerId(leader as i32))
+                    .with_leader_epoch(if version >= 7 { p.leader_epoch() } else { -1 }),
+                None => response
+                    .with_error_code(errors::LEADER_NOT_AVAILABLE)
+                    .with_leader_id(BrokerId(-1)),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

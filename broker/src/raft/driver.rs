@@ -265,7 +265,7 @@ impl Driver {
             }
             g.node.advance_apply_to(g.applied);
             if let Some(p) = &g.partition {
-                p.shared.set_leader_epoch(g.node.raft.term as i32);
+                publish_raft_view(&g.node, &p.shared);
             }
         }
         if !persisting.is_empty() {
@@ -484,6 +484,30 @@ impl Driver {
         let flushed = self.publish(&moved);
         self.persist(wb, vec![], flushed)
     }
+}
+
+/// Shares the group's leader, term, voters and in-sync voters with request handlers and
+/// the admin API. A voter is in sync when it has every committed entry; only the leader
+/// tracks that, so followers report just the leader as in sync.
+fn publish_raft_view(node: &RawNode<GroupStorage>, shared: &PartitionShared) {
+    let raft = &node.raft;
+    shared.set_leader_epoch(raft.term as i32);
+    let mut voters: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
+    voters.sort_unstable();
+    let in_sync: Vec<u64> = if raft.state == raft::StateRole::Leader {
+        let committed = raft.raft_log.committed;
+        voters
+            .iter()
+            .copied()
+            .filter(|id| raft.prs().get(*id).is_some_and(|p| p.matched >= committed))
+            .collect()
+    } else {
+        vec![raft.leader_id]
+            .into_iter()
+            .filter(|id| *id != 0)
+            .collect()
+    };
+    shared.set_raft_view(raft.leader_id, &voters, &in_sync);
 }
 
 /// Applies committed entries of one group and resolves the proposals waiting on them.

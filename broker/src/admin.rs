@@ -1,0 +1,251 @@
+//! The admin API (gRPC, `chronik-api`), served on `--cluster-addr`.
+//!
+//! Answers come from this broker's view of its Raft groups. Replica movement (rebalance,
+//! decommission) needs multi-node replication and answers UNIMPLEMENTED until then.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chronik_api::admin::v1::admin_server::{Admin, AdminServer};
+use chronik_api::admin::v1::restart_check_request::Phase;
+use chronik_api::admin::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::shutdown::Shutdown;
+
+/// Reasons listed by RestartCheck are capped; the count says how many partitions block.
+const MAX_REASONS: usize = 20;
+
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+pub async fn serve(
+    addr: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    tracing::info!(%addr, "admin API listening");
+    tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService { broker }))
+        .serve_with_shutdown(addr, shutdown.wait())
+        .await
+        .map_err(|e| anyhow::anyhow!("admin API on {addr}: {e}"))
+}
+
+/// One partition as the admin API reports it.
+fn partition_status(p: &crate::log::PartitionShared) -> PartitionStatus {
+    let (replicas, isr) = p.replicas();
+    let ids = |v: Vec<u64>| v.into_iter().map(|id| id as i32).collect();
+    PartitionStatus {
+        topic: p.topic.clone(),
+        partition: p.partition,
+        leader: p.leader().map_or(-1, |l| l as i32),
+        leader_epoch: p.leader_epoch(),
+        replicas: ids(replicas),
+        isr: ids(isr),
+        high_watermark: p.high_watermark(),
+        log_start_offset: p.log_start(),
+    }
+}
+
+impl AdminService {
+    fn partitions(&self) -> Vec<PartitionStatus> {
+        self.broker
+            .catalog
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| partition_status(p)))
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn cluster_status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let b = &self.broker;
+        let partitions = self.partitions();
+        let me = b.node_id;
+        let summary = PartitionSummary {
+            total: partitions.len() as u32,
+            under_replicated: partitions
+                .iter()
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .count() as u32,
+            offline: partitions.iter().filter(|p| p.isr.is_empty()).count() as u32,
+            leaderless: partitions.iter().filter(|p| p.leader < 0).count() as u32,
+        };
+        let broker = BrokerStatus {
+            node_id: me,
+            kafka_endpoint: format!("{}:{}", b.host, b.port),
+            ready: b.catalog.is_ready(),
+            leader_count: partitions.iter().filter(|p| p.leader == me).count() as u32,
+            replica_count: partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&me))
+                .count() as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        Ok(Response::new(ClusterStatusResponse {
+            cluster_id: b.cluster_id.clone(),
+            node_id: me,
+            brokers: vec![broker],
+            summary: Some(summary),
+            partitions: if request.into_inner().include_partitions {
+                partitions
+            } else {
+                vec![]
+            },
+        }))
+    }
+
+    async fn drain_leadership(
+        &self,
+        request: Request<DrainLeadershipRequest>,
+    ) -> Result<Response<DrainLeadershipResponse>, Status> {
+        let node = request.into_inner().node_id;
+        let led: Vec<PartitionStatus> = self
+            .partitions()
+            .into_iter()
+            .filter(|p| p.leader == node)
+            .collect();
+        // Leadership can only go to another voter that has every committed entry.
+        let movable = led
+            .iter()
+            .filter(|p| p.isr.iter().any(|id| *id != node))
+            .count();
+        if movable > 0 {
+            return Err(Status::unimplemented(
+                "leadership transfer arrives with multi-node replication",
+            ));
+        }
+        Ok(Response::new(DrainLeadershipResponse {
+            transferred: 0,
+            remaining: led.len() as u32,
+            message: if led.is_empty() {
+                format!("node {node} leads no partition")
+            } else {
+                format!(
+                    "{} partitions have no other in-sync voter to take leadership",
+                    led.len()
+                )
+            },
+        }))
+    }
+
+    async fn rebalance(
+        &self,
+        _: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceResponse>, Status> {
+        Err(Status::unimplemented(
+            "replica movement arrives with multi-node replication",
+        ))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _: Request<RebalanceStatusRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented(
+            "replica movement arrives with multi-node replication",
+        ))
+    }
+
+    async fn decommission(
+        &self,
+        _: Request<DecommissionRequest>,
+    ) -> Result<Response<DecommissionResponse>, Status> {
+        Err(Status::unimplemented(
+            "replica movement arrives with multi-node replication",
+        ))
+    }
+
+    async fn decommission_status(
+        &self,
+        _: Request<DecommissionStatusRequest>,
+    ) -> Result<Response<DecommissionStatusResponse>, Status> {
+        Err(Status::unimplemented(
+            "replica movement arrives with multi-node replication",
+        ))
+    }
+
+    async fn restart_check(
+        &self,
+        request: Request<RestartCheckRequest>,
+    ) -> Result<Response<RestartCheckResponse>, Status> {
+        let req = request.into_inner();
+        let node = req.node_id;
+        let hosted = self
+            .partitions()
+            .into_iter()
+            .filter(|p| p.replicas.contains(&node));
+        let blocking: Vec<String> = match req.phase() {
+            Phase::Pre => hosted
+                .filter_map(|p| pre_restart_blocker(&p, node))
+                .collect(),
+            Phase::Post => hosted
+                .filter(|p| !p.isr.contains(&node))
+                .map(|p| {
+                    format!(
+                        "{}-{}: node {node} is not in sync yet",
+                        p.topic, p.partition
+                    )
+                })
+                .collect(),
+            Phase::Unspecified => {
+                return Err(Status::invalid_argument("phase must be PRE or POST"))
+            }
+        };
+        let ready = self.broker.catalog.is_ready() || req.phase() == Phase::Pre;
+        Ok(Response::new(RestartCheckResponse {
+            safe: blocking.is_empty() && ready,
+            blocking_partitions: blocking.len() as u32,
+            reasons: blocking.into_iter().take(MAX_REASONS).collect(),
+        }))
+    }
+}
+
+/// Why restarting `node` would cost this partition its quorum, if it would: the voters
+/// left in sync must still be a majority of all voters.
+fn pre_restart_blocker(p: &PartitionStatus, node: i32) -> Option<String> {
+    let majority = p.replicas.len() / 2 + 1;
+    let others_in_sync = p.isr.iter().filter(|id| **id != node).count();
+    (others_in_sync < majority).then(|| {
+        format!(
+            "{}-{}: {} of {} voters would stay in sync, {} needed",
+            p.topic,
+            p.partition,
+            others_in_sync,
+            p.replicas.len(),
+            majority
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(replicas: Vec<i32>, isr: Vec<i32>) -> PartitionStatus {
+        PartitionStatus {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            replicas,
+            isr,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn restart_gate_requires_a_majority_of_other_in_sync_voters() {
+        assert!(pre_restart_blocker(&partition(vec![1], vec![1]), 1).is_some());
+        assert!(pre_restart_blocker(&partition(vec![1, 2, 3], vec![1, 2, 3]), 1).is_none());
+        assert!(pre_restart_blocker(&partition(vec![1, 2, 3], vec![1, 2]), 1).is_some());
+        assert!(pre_restart_blocker(&partition(vec![1, 2, 3], vec![2, 3]), 1).is_none());
+    }
+}

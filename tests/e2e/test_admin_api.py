@@ -1,0 +1,89 @@
+"""The gRPC admin API on --cluster-addr, called with a client generated from the proto the
+broker is built from (api/proto/chronik/admin/v1/admin.proto)."""
+
+import importlib
+import pathlib
+import sys
+
+import grpc
+import pytest
+from grpc_tools import protoc
+from kafkautil import confluent_produce, create_topic, make_records
+
+PROTO_ROOT = pathlib.Path(__file__).resolve().parents[2] / "api" / "proto"
+
+
+@pytest.fixture(scope="module")
+def admin_pb(tmp_path_factory):
+    out = tmp_path_factory.mktemp("admin_pb")
+    proto = "chronik/admin/v1/admin.proto"
+    rc = protoc.main(["protoc", f"-I{PROTO_ROOT}", f"--python_out={out}", f"--grpc_python_out={out}", proto])
+    assert rc == 0, "protoc failed on the admin proto"
+    sys.path.insert(0, str(out))
+    try:
+        pb = importlib.import_module("chronik.admin.v1.admin_pb2")
+        stubs = importlib.import_module("chronik.admin.v1.admin_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))
+    return pb, stubs
+
+
+def stub_for(broker, admin_pb):
+    _, stubs = admin_pb
+    channel = grpc.insecure_channel(broker.admin_addr)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return stubs.AdminStub(channel)
+
+
+def test_cluster_status_reports_partitions_leaders_and_isr(chronik_broker, topic_name, admin_pb):
+    pb, _ = admin_pb
+    b = chronik_broker
+    create_topic(b.bootstrap, topic_name, 3)
+    confluent_produce(b.bootstrap, topic_name, make_records(30, "admin"))
+    admin = stub_for(b, admin_pb)
+
+    status = admin.ClusterStatus(pb.ClusterStatusRequest(include_partitions=True), timeout=10)
+    assert status.node_id == b.node_id
+    assert [br.node_id for br in status.brokers] == [b.node_id]
+    me = status.brokers[0]
+    assert me.ready and me.kafka_endpoint == b.bootstrap
+    mine = [p for p in status.partitions if p.topic == topic_name]
+    assert sorted(p.partition for p in mine) == [0, 1, 2]
+    for p in mine:
+        assert p.leader == b.node_id and list(p.replicas) == [b.node_id] and list(p.isr) == [b.node_id]
+        assert p.leader_epoch >= 1
+    assert sum(p.high_watermark for p in mine) == 30
+    assert status.summary.total == len(status.partitions)
+    assert (status.summary.under_replicated, status.summary.offline, status.summary.leaderless) == (0, 0, 0)
+    assert me.leader_count == me.replica_count == status.summary.total
+
+    brief = admin.ClusterStatus(pb.ClusterStatusRequest(), timeout=10)
+    assert not brief.partitions and brief.summary.total == status.summary.total
+
+
+def test_restart_gates_and_drain_on_a_single_node(chronik_broker, topic_name, admin_pb):
+    pb, _ = admin_pb
+    b = chronik_broker
+    create_topic(b.bootstrap, topic_name, 2)
+    admin = stub_for(b, admin_pb)
+    Phase = pb.RestartCheckRequest.Phase
+
+    # Every partition has its only voter on this node: restarting it loses their quorum.
+    pre = admin.RestartCheck(pb.RestartCheckRequest(node_id=b.node_id, phase=Phase.PRE), timeout=10)
+    assert not pre.safe
+    assert pre.blocking_partitions >= 2
+    assert any(topic_name in r for r in pre.reasons)
+    post = admin.RestartCheck(pb.RestartCheckRequest(node_id=b.node_id, phase=Phase.POST), timeout=10)
+    assert post.safe and post.blocking_partitions == 0
+
+    drain = admin.DrainLeadership(pb.DrainLeadershipRequest(node_id=b.node_id), timeout=10)
+    assert drain.transferred == 0 and drain.remaining >= 2
+    other = admin.DrainLeadership(pb.DrainLeadershipRequest(node_id=b.node_id + 1), timeout=10)
+    assert other.remaining == 0
+
+    with pytest.raises(grpc.RpcError) as err:
+        admin.RestartCheck(pb.RestartCheckRequest(node_id=b.node_id), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        admin.Rebalance(pb.RebalanceRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
