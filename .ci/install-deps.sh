@@ -3,6 +3,8 @@
 #   - Debian packages (apt-get update once, only when something is missing)
 #   - Python test requirements (tests/requirements.txt)
 #   - Apache Kafka Java client jars (tests/java/fetch-jars.sh, cached in ~/.cache/chronik/jars)
+#   - kube-apiserver, etcd and kubectl for the operator's integration tests
+#     (tools/k8s/build.sh, cached in ~/.cache/chronik/k8s)
 # Safe to run repeatedly, as root, non-interactively (CI=true, no stdin).
 set -euo pipefail
 
@@ -19,6 +21,7 @@ apt_pkgs=(
   python3 python3-dev python3-pip      # e2e: pytest (+ headers if a wheel must be built)
   openjdk-17-jdk-headless maven        # e2e: Java client / kafka-tools tests
   curl ca-certificates procps
+  openssl                              # operator tests: tools/k8s/control-plane.sh makes its certificates
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -58,6 +61,15 @@ fi
 # -- Java jars (kafka-clients, kafka-tools, slf4j-simple) --------------------------------
 jars="$(bash "$repo/tests/java/fetch-jars.sh" </dev/null)"
 log "Java jars: $jars"
+
+# -- Kubernetes test binaries (operator integration tests) -------------------------------
+# operator/tests/api_server.rs starts a real etcd + kube-apiserver (tools/k8s/README.md).
+# Built from the Go module proxy at the versions pinned in tools/k8s/go.mod, with the
+# machine's Go (>= 1.24). Cached: instant when present; cold it takes about 8 minutes on two
+# cores. Built here so that the test run itself does not spend that time (the test harness
+# calls the same script and would build them otherwise).
+k8s_bin="$(bash "$repo/tools/k8s/build.sh" </dev/null)"
+log "Kubernetes test binaries: $k8s_bin"
 
 # -- Apache Kafka broker (only for validation / benchmarks) ------------------------------
 if [[ "${CHRONIK_FETCH_KAFKA:-0}" == "1" ]]; then

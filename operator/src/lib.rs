@@ -1,0 +1,29 @@
+//! `chronik-operator`: the `ChronikCluster` custom resource and its controller.
+//!
+//! - [`crd`]: the resource types, their validation, and the generated CRD YAML;
+//! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget,
+//!   as pure functions of a cluster;
+//! - [`reconcile`]: server-side apply of those objects and the status subresource;
+//! - [`metrics`]: the operator's Prometheus metrics.
+
+pub mod crd;
+pub mod metrics;
+pub mod reconcile;
+pub mod resources;
+
+pub use crd::{ChronikCluster, ChronikClusterSpec, ChronikClusterStatus};
+
+#[cfg(test)]
+mod tests {
+    /// `crds/chronikcluster.yaml` must be exactly what `crdgen` prints.
+    #[test]
+    fn checked_in_crd_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/chronikcluster.yaml");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        let generated = crate::crd::crd_yaml();
+        assert!(
+            checked_in == generated,
+            "crds/chronikcluster.yaml is stale: run `cargo run --release --bin crdgen > crds/chronikcluster.yaml`"
+        );
+    }
+}

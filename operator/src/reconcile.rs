@@ -1,0 +1,728 @@
+//! The controller: reconcile one `ChronikCluster` towards its desired objects and report
+//! what it sees in the status subresource.
+//!
+//! Every object is written with server-side apply under one field manager
+//! ([`FIELD_MANAGER`]), forced, so the operator owns exactly the fields it sets. An apply
+//! that changes nothing is a no-op on the server (no new resourceVersion), and the status is
+//! only written when it differs from what is stored (condition transition times are kept),
+//! so a second reconcile of an unchanged cluster writes nothing.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::crd::{BrokerStatus, ChronikCluster, ChronikClusterStatus, Phase, FIELD_MANAGER};
+use crate::metrics::Metrics;
+use crate::resources::{self, SpecError, CONTAINER_NAME, POD_INDEX_LABEL};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const DEGRADED: &str = "Degraded";
+
+/// Requeue interval of a healthy cluster (watches trigger everything else).
+pub const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue interval while brokers are not all Ready.
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(30);
+/// Retry interval after a failed reconcile.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("ChronikCluster has no namespace")]
+    MissingNamespace,
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+impl Error {
+    /// Short label for the failures metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "kube",
+            Error::MissingNamespace => "missing_namespace",
+            Error::Spec(_) => "spec",
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+        }
+    }
+}
+
+/// What an apply did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Server-side applies `obj` and tells whether that created or changed it.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(K, Outcome), kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let before = api
+        .get_opt(&name)
+        .await?
+        .and_then(|o| o.meta().resource_version.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let after = api.patch(&name, &params, &Patch::Apply(obj)).await?;
+    let outcome = match before {
+        None => Outcome::Created,
+        Some(rv) if after.meta().resource_version.as_deref() != Some(rv.as_str()) => {
+            Outcome::Updated
+        }
+        Some(_) => Outcome::Unchanged,
+    };
+    Ok((after, outcome))
+}
+
+fn now() -> Time {
+    // Whole seconds, as Kubernetes itself stores timestamps.
+    let ts = Timestamp::now();
+    Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts))
+}
+
+/// A condition with `lastTransitionTime` kept from `previous` when its status is unchanged.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// One entry per broker pod, by node id.
+pub fn broker_statuses(pods: &[Pod]) -> Vec<BrokerStatus> {
+    let mut brokers: Vec<BrokerStatus> = pods
+        .iter()
+        .filter_map(|pod| {
+            let name = pod.metadata.name.clone()?;
+            let id = pod
+                .labels()
+                .get(POD_INDEX_LABEL)
+                .and_then(|v| v.parse().ok())
+                .or_else(|| name.rsplit('-').next()?.parse().ok())?;
+            let image = pod.spec.as_ref().and_then(|s| {
+                s.containers
+                    .iter()
+                    .find(|c| c.name == CONTAINER_NAME)
+                    .and_then(|c| c.image.clone())
+            });
+            Some(BrokerStatus {
+                id,
+                pod: name,
+                ready: pod_ready(pod),
+                image,
+                leaders: None,
+                replicas: None,
+            })
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.id);
+    brokers
+}
+
+/// The status of a cluster whose objects are applied, from the StatefulSet's status and the
+/// broker pods. Pure: `previous` supplies the condition transition times to keep.
+pub fn observed_status(
+    cluster: &ChronikCluster,
+    sts: Option<&StatefulSetStatus>,
+    pods: &[Pod],
+    now: &Time,
+) -> ChronikClusterStatus {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let want = cluster.spec.replicas;
+    let ready = sts.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let replicas = sts.map(|s| s.replicas).unwrap_or(0);
+    let brokers = broker_statuses(pods);
+    let current_image = match brokers.first().and_then(|b| b.image.clone()) {
+        Some(image) if brokers.iter().all(|b| b.image.as_ref() == Some(&image)) => Some(image),
+        _ => None,
+    };
+
+    let all_ready = ready >= want;
+    let phase = if all_ready {
+        Phase::Running
+    } else if ready == 0 {
+        Phase::Pending
+    } else {
+        Phase::Reconciling
+    };
+    let conditions = vec![
+        if all_ready {
+            condition(
+                previous,
+                READY,
+                true,
+                "AllBrokersReady",
+                format!("{ready}/{want} brokers ready"),
+                generation,
+                now,
+            )
+        } else {
+            condition(
+                previous,
+                READY,
+                false,
+                "BrokersNotReady",
+                format!("{ready}/{want} brokers ready"),
+                generation,
+                now,
+            )
+        },
+        if all_ready {
+            condition(
+                previous,
+                RECONCILING,
+                false,
+                "Reconciled",
+                "objects applied and every broker ready".into(),
+                generation,
+                now,
+            )
+        } else {
+            condition(
+                previous,
+                RECONCILING,
+                true,
+                "WaitingForBrokers",
+                format!(
+                    "objects applied; waiting for {} of {want} brokers to become ready",
+                    want - ready
+                ),
+                generation,
+                now,
+            )
+        },
+        condition(
+            previous,
+            DEGRADED,
+            false,
+            "AsExpected",
+            String::new(),
+            generation,
+            now,
+        ),
+    ];
+    ChronikClusterStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions,
+        replicas,
+        ready_replicas: ready,
+        selector: Some(resources::selector_string(cluster)),
+        current_image,
+        target_image: Some(cluster.spec.image.clone()),
+        brokers,
+        // Partition health, rebalances and upgrades come from the brokers' admin API,
+        // which does not exist yet: carried over untouched.
+        ..carried_over(cluster)
+    }
+}
+
+/// The status of a cluster whose spec cannot be applied: nothing is changed, the reason is
+/// in the Ready and Degraded conditions.
+pub fn invalid_spec_status(
+    cluster: &ChronikCluster,
+    error: &SpecError,
+    now: &Time,
+) -> ChronikClusterStatus {
+    let old = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let message = error.to_string();
+    ChronikClusterStatus {
+        observed_generation: generation,
+        phase: Some(Phase::Failed),
+        conditions: vec![
+            condition(
+                &old.conditions,
+                READY,
+                false,
+                "InvalidSpec",
+                message.clone(),
+                generation,
+                now,
+            ),
+            condition(
+                &old.conditions,
+                RECONCILING,
+                false,
+                "InvalidSpec",
+                "fix the spec to continue".into(),
+                generation,
+                now,
+            ),
+            condition(
+                &old.conditions,
+                DEGRADED,
+                true,
+                "InvalidSpec",
+                message,
+                generation,
+                now,
+            ),
+        ],
+        selector: Some(resources::selector_string(cluster)),
+        target_image: Some(cluster.spec.image.clone()),
+        ..old
+    }
+}
+
+fn carried_over(cluster: &ChronikCluster) -> ChronikClusterStatus {
+    let old = cluster.status.clone().unwrap_or_default();
+    ChronikClusterStatus {
+        partitions: old.partitions,
+        partition_details: old.partition_details,
+        last_rebalance: old.last_rebalance,
+        last_upgrade: old.last_upgrade,
+        ..ChronikClusterStatus::default()
+    }
+}
+
+/// Writes `status` through the status subresource unless it is what is stored already.
+async fn write_status(
+    api: &Api<ChronikCluster>,
+    cluster: &ChronikCluster,
+    status: ChronikClusterStatus,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "chronik.io/v1alpha1",
+        "kind": "ChronikCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics
+        .writes
+        .with_label_values(&["ChronikCluster", "status"])
+        .inc();
+    Ok(true)
+}
+
+/// Records an Event on the cluster, `related` to the object acted on, if any (the recorder
+/// folds repeats of one reason, action and related object into a series).
+async fn publish(
+    ctx: &Context,
+    cluster: &ChronikCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: related,
+    };
+    // Events are best effort: a failure to record one must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        warn!(error = %e, reason, "publishing event failed");
+    }
+}
+
+/// Applies one object and records an Event when that created or changed it.
+async fn apply_object<K>(
+    ctx: &Context,
+    cluster: &ChronikCluster,
+    ns: &str,
+    obj: &K,
+) -> Result<(K, Outcome), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let (applied, outcome) = apply(&api, obj).await?;
+    let kind = K::kind(&());
+    let name = applied.name_any();
+    let (reason, action) = match outcome {
+        Outcome::Unchanged => return Ok((applied, outcome)),
+        Outcome::Created => ("Created", "created"),
+        Outcome::Updated => ("Updated", "updated"),
+    };
+    info!(%kind, %name, action, "applied");
+    ctx.metrics.writes.with_label_values(&[&kind, action]).inc();
+    let related = Some(applied.object_ref(&()));
+    publish(
+        ctx,
+        cluster,
+        EventType::Normal,
+        reason,
+        format!("{reason} {kind} {name}"),
+        related,
+    )
+    .await;
+    Ok((applied, outcome))
+}
+
+/// Reconciles one cluster. Called by the controller, and directly by the integration tests.
+pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let ns = cluster.namespace().ok_or(Error::MissingNamespace)?;
+    let name = cluster.name_any();
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the objects.
+        return Ok(Action::await_change());
+    }
+    let clusters: Api<ChronikCluster> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let desired = match resources::desired(&cluster) {
+        Ok(d) => d,
+        Err(e @ SpecError::MissingMetadata(_)) => return Err(e.into()),
+        Err(e) => {
+            warn!(%ns, %name, error = %e, "spec cannot be applied");
+            let status = invalid_spec_status(&cluster, &e, &now());
+            if write_status(&clusters, &cluster, status, &ctx).await? {
+                publish(
+                    &ctx,
+                    &cluster,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    e.to_string(),
+                    None,
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+
+    apply_object(&ctx, &cluster, &ns, &desired.config_map).await?;
+    apply_object(&ctx, &cluster, &ns, &desired.headless_service).await?;
+    apply_object(&ctx, &cluster, &ns, &desired.client_service).await?;
+    apply_object(&ctx, &cluster, &ns, &desired.pdb).await?;
+    let (sts, _) = apply_object(&ctx, &cluster, &ns, &desired.stateful_set).await?;
+
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = resources::selector_string(&cluster);
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+
+    let status = observed_status(&cluster, sts.status.as_ref(), &pods, &now());
+    let was_ready = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|c| c.status == "True");
+    let running = status.phase == Some(Phase::Running);
+    let ready_message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    if write_status(&clusters, &cluster, status, &ctx).await? {
+        debug!(%ns, %name, "status updated");
+        if running && !was_ready {
+            publish(
+                &ctx,
+                &cluster,
+                EventType::Normal,
+                "ClusterReady",
+                ready_message,
+                None,
+            )
+            .await;
+        } else if !running && was_ready {
+            publish(
+                &ctx,
+                &cluster,
+                EventType::Warning,
+                "ClusterNotReady",
+                ready_message,
+                None,
+            )
+            .await;
+        }
+    }
+    Ok(Action::requeue(if running {
+        STEADY_REQUEUE
+    } else {
+        PROGRESS_REQUEUE
+    }))
+}
+
+pub fn error_policy(cluster: Arc<ChronikCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(ns = ?cluster.namespace(), name = %cluster.name_any(), error = %error, "reconcile failed");
+    ctx.metrics
+        .failures
+        .with_label_values(&[error.metric_label()])
+        .inc();
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// Runs the controller until SIGTERM/SIGINT (when `handle_signals`) or forever. Watches
+/// ChronikClusters (in `namespace`, or all) and the objects they own.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, handle_signals: bool) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"))
+        .any_semantic();
+    let mut controller = Controller::new(
+        api::<ChronikCluster>(&client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<StatefulSet>(&client, namespace), owned.clone())
+    .owns(api::<Service>(&client, namespace), owned.clone())
+    .owns(api::<ConfigMap>(&client, namespace), owned.clone())
+    .owns(api::<PodDisruptionBudget>(&client, namespace), owned);
+    if handle_signals {
+        controller = controller.shutdown_on_signal();
+    }
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(name = %obj.name, ns = ?obj.namespace, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ChronikClusterSpec, PartitionSummary};
+    use k8s_openapi::api::core::v1::{Container, PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn cluster(replicas: i32) -> ChronikCluster {
+        let spec: ChronikClusterSpec = serde_json::from_value(serde_json::json!({
+            "replicas": replicas,
+            "image": "chronik:1",
+        }))
+        .unwrap();
+        let mut c = ChronikCluster::new("events", spec);
+        c.metadata.namespace = Some("prod".into());
+        c.metadata.generation = Some(4);
+        c
+    }
+
+    fn sts(replicas: i32, ready: i32) -> StatefulSetStatus {
+        StatefulSetStatus {
+            replicas,
+            ready_replicas: Some(ready),
+            ..StatefulSetStatus::default()
+        }
+    }
+
+    fn pod(index: i32, ready: bool, image: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("events-{index}")),
+                labels: Some(BTreeMap::from([(
+                    POD_INDEX_LABEL.to_string(),
+                    index.to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: CONTAINER_NAME.into(),
+                    image: Some(image.into()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn t(sec: i64) -> Time {
+        Time(Timestamp::from_second(sec).unwrap())
+    }
+
+    fn cond<'a>(s: &'a ChronikClusterStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn phases_follow_ready_brokers() {
+        let c = cluster(3);
+        let s = observed_status(&c, None, &[], &t(100));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.ready_replicas, 0);
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("app.kubernetes.io/instance=events,app.kubernetes.io/name=chronik")
+        );
+        assert_eq!(s.target_image.as_deref(), Some("chronik:1"));
+        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(cond(&s, READY).message, "0/3 brokers ready");
+        assert_eq!(cond(&s, RECONCILING).status, "True");
+        assert_eq!(cond(&s, RECONCILING).reason, "WaitingForBrokers");
+        assert_eq!(cond(&s, DEGRADED).status, "False");
+
+        let s = observed_status(&c, Some(&sts(3, 1)), &[], &t(100));
+        assert_eq!(s.phase, Some(Phase::Reconciling));
+        assert_eq!(s.replicas, 3);
+        let s = observed_status(&c, Some(&sts(3, 3)), &[], &t(100));
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, READY).reason, "AllBrokersReady");
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+    }
+
+    #[test]
+    fn unchanged_observation_gives_an_identical_status() {
+        let mut c = cluster(3);
+        let first = observed_status(&c, Some(&sts(3, 1)), &[], &t(100));
+        c.status = Some(first.clone());
+        // Later, same facts: nothing differs, so nothing would be written.
+        let again = observed_status(&c, Some(&sts(3, 1)), &[], &t(200));
+        assert_eq!(first, again);
+        // A transition stamps only the conditions whose status changed.
+        let ready = observed_status(&c, Some(&sts(3, 3)), &[], &t(300));
+        assert_eq!(cond(&ready, READY).last_transition_time, t(300));
+        assert_eq!(cond(&ready, RECONCILING).last_transition_time, t(300));
+        assert_eq!(cond(&ready, DEGRADED).last_transition_time, t(100));
+    }
+
+    #[test]
+    fn brokers_and_current_image_from_pods() {
+        let c = cluster(3);
+        let pods = [pod(2, false, "chronik:1"), pod(1, true, "chronik:1")];
+        let s = observed_status(&c, Some(&sts(2, 1)), &pods, &t(1));
+        let brokers: Vec<_> = s
+            .brokers
+            .iter()
+            .map(|b| (b.id, b.pod.as_str(), b.ready))
+            .collect();
+        assert_eq!(brokers, vec![(1, "events-1", true), (2, "events-2", false)]);
+        assert_eq!(s.current_image.as_deref(), Some("chronik:1"));
+        let pods = [pod(1, true, "chronik:1"), pod(2, true, "chronik:2")];
+        let s = observed_status(&c, Some(&sts(2, 2)), &pods, &t(1));
+        assert_eq!(s.current_image, None);
+    }
+
+    #[test]
+    fn admin_api_fields_are_carried_over() {
+        let mut c = cluster(1);
+        c.status = Some(ChronikClusterStatus {
+            partitions: Some(PartitionSummary {
+                total: 10,
+                under_replicated: 1,
+                offline: 0,
+                leaderless: 0,
+            }),
+            ..ChronikClusterStatus::default()
+        });
+        let s = observed_status(&c, None, &[], &t(1));
+        assert_eq!(s.partitions.unwrap().total, 10);
+    }
+
+    #[test]
+    fn invalid_spec_is_failed_and_degraded() {
+        let c = cluster(3);
+        let e = SpecError::ReplicationFactorAboveReplicas { rf: 5, replicas: 3 };
+        let s = invalid_spec_status(&c, &e, &t(1));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+        assert_eq!(cond(&s, DEGRADED).reason, "InvalidSpec");
+        assert_eq!(
+            cond(&s, READY).message,
+            "spec.config.default_replication_factor (5) must not exceed spec.replicas (3)"
+        );
+    }
+}

@@ -1,0 +1,954 @@
+//! Integration tests against a real kube-apiserver and etcd.
+//!
+//! The harness builds (or finds cached) the pinned Kubernetes binaries with
+//! `tools/k8s/build.sh`, starts a control plane in a temporary directory with
+//! `tools/k8s/control-plane.sh start`, installs `crds/chronikcluster.yaml` with kubectl, and
+//! stops everything when the test process exits. If any of that fails, every test fails
+//! with the reason: nothing is skipped.
+//!
+//! There is no kubelet, scheduler or controller-manager: StatefulSets never get pods and
+//! nothing garbage-collects. Where a test needs a StatefulSet with ready pods it writes the
+//! StatefulSet's status itself, as the StatefulSet controller would. Full pod lifecycles
+//! (brokers really starting, probes, restarts) belong to the e2e work.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chronik_operator::crd::{ChronikCluster, ChronikClusterSpec, Phase};
+use chronik_operator::metrics::Metrics;
+use chronik_operator::reconcile::{self, Context};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt, Resource, ResourceExt};
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------
+// The control plane, shared by all tests of this binary.
+
+/// A running etcd + kube-apiserver. Dropping it stops both and deletes the directory.
+struct ControlPlane {
+    repo: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ControlPlane {
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("directory").path()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let script = self.repo.join("tools/k8s/control-plane.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir())
+            .status();
+        drop(self.dir.take());
+    }
+}
+
+/// What the tests need of the control plane.
+#[derive(Clone)]
+struct Shared {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static GUARD: Mutex<Option<ControlPlane>> = Mutex::new(None);
+
+extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+/// Runs when the test binary exits (libtest exits through `std::process::exit`, which runs
+/// C `atexit` handlers; statics are never dropped).
+extern "C" fn stop_control_plane() {
+    if let Ok(mut guard) = GUARD.lock() {
+        drop(guard.take());
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn start_control_plane() -> Result<Shared, String> {
+    let started = Instant::now();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let bin = run(
+        Command::new("bash").arg(repo.join("tools/k8s/build.sh")),
+        "tools/k8s/build.sh (builds kube-apiserver, etcd, kubectl; needs Go)",
+    )?;
+    let bin = PathBuf::from(bin.trim());
+    let dir = tempfile::Builder::new()
+        .prefix("chronik-kcp-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    // From here on the guard stops whatever was started, on every error path too.
+    let plane = ControlPlane {
+        repo: repo.clone(),
+        dir: Some(dir),
+    };
+    run(
+        Command::new("bash")
+            .arg(repo.join("tools/k8s/control-plane.sh"))
+            .arg("start")
+            .arg(plane.dir())
+            .env("CHRONIK_K8S_BIN", &bin),
+        "tools/k8s/control-plane.sh start",
+    )?;
+    let shared = Shared {
+        kubeconfig: plane.dir().join("kubeconfig"),
+        kubectl: bin.join("kubectl"),
+    };
+    // Install the CRD the way a user does, and wait until it is served.
+    let crd = repo.join("crds/chronikcluster.yaml");
+    kubectl(
+        &shared,
+        &["apply", "--server-side", "-f", crd.to_str().unwrap()],
+    )?;
+    // (`kubectl wait` fails outright if it looks before the CRD has any status.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let established = kubectl(
+            &shared,
+            &[
+                "get",
+                "crd/chronikclusters.chronik.io",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+            ],
+        )?;
+        if established.trim() == "True" {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "CRD not Established after 60s (status {established:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    *GUARD.lock().unwrap() = Some(plane);
+    // SAFETY: registering a plain `extern "C" fn` with the C library.
+    unsafe {
+        atexit(stop_control_plane);
+    }
+    eprintln!(
+        "control plane up and CRD established in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(shared)
+}
+
+fn shared() -> Shared {
+    match SHARED.get_or_init(start_control_plane) {
+        Ok(s) => s.clone(),
+        Err(reason) => panic!("the Kubernetes test control plane is not available: {reason}"),
+    }
+}
+
+fn kubectl(shared: &Shared, args: &[&str]) -> Result<String, String> {
+    run(
+        Command::new(&shared.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &shared.kubeconfig),
+        &format!("kubectl {}", args.join(" ")),
+    )
+}
+
+async fn client() -> Client {
+    let shared = shared();
+    let kubeconfig = Kubeconfig::read_from(&shared.kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+/// A fresh namespace per test (nothing deletes namespaces here: no controller-manager).
+async fn namespace(client: &Client, name: &str) -> String {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    name.to_string()
+}
+
+fn context(client: &Client) -> Arc<Context> {
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    Arc::new(Context::new(client.clone(), metrics, Some("test".into())))
+}
+
+fn cluster_spec(value: serde_json::Value) -> ChronikClusterSpec {
+    serde_json::from_value(value).expect("spec")
+}
+
+async fn create_cluster(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> ChronikCluster {
+    let api: Api<ChronikCluster> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &ChronikCluster::new(name, cluster_spec(spec)),
+    )
+    .await
+    .expect("create ChronikCluster")
+}
+
+async fn get_cluster(client: &Client, ns: &str, name: &str) -> ChronikCluster {
+    Api::<ChronikCluster>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get ChronikCluster")
+}
+
+/// Reconciles the cluster as stored now (as the controller would with a fresh watch event).
+async fn reconcile_now(client: &Client, ctx: &Arc<Context>, ns: &str, name: &str) {
+    let cluster = get_cluster(client, ns, name).await;
+    reconcile::reconcile(Arc::new(cluster), ctx.clone())
+        .await
+        .expect("reconcile");
+}
+
+fn names<K: Resource>(items: &[K]) -> BTreeSet<String> {
+    items
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap())
+        .collect()
+}
+
+/// resourceVersion of every object of cluster `name`, and of the cluster itself.
+async fn resource_versions(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    async fn rv<K>(client: &Client, ns: &str, name: &str) -> (String, String)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let obj = Api::<K>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .unwrap();
+        (
+            format!("{}/{name}", K::kind(&())),
+            obj.resource_version().unwrap(),
+        )
+    }
+    vec![
+        rv::<ChronikCluster>(client, ns, name).await,
+        rv::<ConfigMap>(client, ns, &format!("{name}-config")).await,
+        rv::<Service>(client, ns, &format!("{name}-headless")).await,
+        rv::<Service>(client, ns, name).await,
+        rv::<StatefulSet>(client, ns, name).await,
+        rv::<PodDisruptionBudget>(client, ns, name).await,
+    ]
+}
+
+async fn events(client: &Client, ns: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+fn condition(cluster: &ChronikCluster, type_: &str) -> (String, String, String) {
+    let c = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("condition {type_} missing: {:?}", cluster.status));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// Splits kubectl's table output into cells at the header's column starts (cells may be
+/// empty, so splitting on whitespace would shift them).
+fn parse_table(out: &str) -> Vec<Vec<String>> {
+    let mut lines = out.lines();
+    let header = lines.next().expect("header line");
+    let mut starts = vec![0];
+    let bytes = header.as_bytes();
+    for i in 1..bytes.len() {
+        if bytes[i - 1] == b' ' && bytes[i] != b' ' {
+            starts.push(i);
+        }
+    }
+    std::iter::once(header)
+        .chain(lines)
+        .map(|line| {
+            (0..starts.len())
+                .map(|c| {
+                    let from = starts[c].min(line.len());
+                    let to = starts
+                        .get(c + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    line[from..to].trim().to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn crd_is_established_with_names_and_subresources() {
+    let client = client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get("chronikclusters.chronik.io").await.unwrap();
+    let conditions = crd.status.unwrap().conditions.unwrap();
+    for type_ in ["Established", "NamesAccepted"] {
+        let c = conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert_eq!(c.status, "True", "{type_}: {c:?}");
+    }
+    assert_eq!(crd.spec.names.short_names, Some(vec!["ck".to_string()]));
+    assert_eq!(crd.spec.scope, "Namespaced");
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    let sub = version.subresources.as_ref().unwrap();
+    assert!(sub.status.is_some());
+    let scale = sub.scale.as_ref().unwrap();
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    // The served schema is the generated one.
+    assert_eq!(
+        version.schema,
+        ChronikCluster::crd().spec.versions[0].schema,
+        "stored schema differs from the generated CRD"
+    );
+}
+
+#[tokio::test]
+async fn bad_specs_are_rejected_with_readable_messages() {
+    let client = client().await;
+    let ns = namespace(&client, "validation").await;
+    // Untyped, so that specs the Rust types cannot even express reach the API server.
+    let resource = ApiResource::erase::<ChronikCluster>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "zero-replicas",
+            json!({"replicas": 0, "image": "chronik:1"}),
+            "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+        ),
+        (
+            "rf-above-replicas",
+            json!({"replicas": 3, "image": "chronik:1", "config": {"default_replication_factor": 5}}),
+            "config.default_replication_factor must not exceed replicas",
+        ),
+        (
+            "bad-quantity",
+            json!({"replicas": 1, "image": "chronik:1", "storage": {"size": "ten gigs"}}),
+            "storage.size must be a positive quantity such as 10Gi or 500Mi",
+        ),
+        (
+            "zero-quantity",
+            json!({"replicas": 1, "image": "chronik:1", "storage": {"size": "0"}}),
+            "storage.size must be a positive quantity such as 10Gi or 500Mi",
+        ),
+        (
+            "empty-image",
+            json!({"replicas": 1, "image": ""}),
+            "spec.image in body should be at least 1 chars long",
+        ),
+        (
+            "malformed-image",
+            json!({"replicas": 1, "image": "Chronik Broker:latest!"}),
+            "image must be a container image reference",
+        ),
+        (
+            "setting-out-of-range",
+            json!({"replicas": 1, "image": "chronik:1", "config": {"default_partitions": 0}}),
+            "spec.config.default_partitions in body should be greater than or equal to 1",
+        ),
+        (
+            "setting-of-wrong-type",
+            json!({"replicas": 1, "image": "chronik:1", "config": {"auto_create_topics": "yes"}}),
+            "spec.config.auto_create_topics in body must be of type boolean",
+        ),
+        (
+            "missing-image",
+            json!({"replicas": 1}),
+            "spec.image: Required value",
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "chronik.io/v1alpha1",
+            "kind": "ChronikCluster",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => panic!("{name}: accepted, expected a rejection containing {expected:?}"),
+            Err(kube::Error::Api(status)) => {
+                eprintln!("{name}: HTTP {}: {}", status.code, status.message);
+                assert_eq!(status.code, 422, "{name}: {status:?}");
+                assert!(
+                    status.message.contains(expected),
+                    "{name}: message {:?} does not contain {expected:?}",
+                    status.message
+                );
+            }
+            Err(e) => panic!("{name}: unexpected error {e}"),
+        }
+    }
+
+    // An unknown settings key (a typo): kubectl's default strict field validation refuses it.
+    let shared = shared();
+    let manifest = std::env::temp_dir().join(format!("chronik-typo-{}.yaml", std::process::id()));
+    std::fs::write(
+        &manifest,
+        "apiVersion: chronik.io/v1alpha1\nkind: ChronikCluster\nmetadata: {name: typo}\n\
+         spec: {replicas: 1, image: \"chronik:1\", config: {retention_mss: 1000}}\n",
+    )
+    .unwrap();
+    let err = kubectl(
+        &shared,
+        &["apply", "-n", &ns, "-f", manifest.to_str().unwrap()],
+    )
+    .unwrap_err();
+    std::fs::remove_file(&manifest).ok();
+    eprintln!("typo: {err}");
+    assert!(
+        err.contains(r#"unknown field "spec.config.retention_mss""#),
+        "{err}"
+    );
+
+    // Sound specs pass, including the edge cases of the same rules.
+    let digest = "a".repeat(64);
+    let full_reference =
+        format!("registry.example.com:5000/team/chronik-broker:0.1.0@sha256:{digest}");
+    let typed: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
+    for (name, spec) in [
+        (
+            "rf-equal-replicas",
+            json!({"replicas": 3, "image": "chronik:1", "config": {"default_replication_factor": 3, "auto_create_topics": false}}),
+        ),
+        (
+            "full-reference",
+            json!({"replicas": 1, "image": full_reference, "storage": {"size": "1.5Ti"}}),
+        ),
+        ("library-image", json!({"replicas": 1, "image": "chronik"})),
+    ] {
+        typed
+            .create(
+                &PostParams::default(),
+                &ChronikCluster::new(name, cluster_spec(spec)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: rejected: {e}"));
+    }
+    // Defaults are applied by the API server.
+    let stored = typed.get("library-image").await.unwrap();
+    assert_eq!(stored.spec.storage.size, "10Gi");
+    assert!(stored.spec.rebalance.on_scale_up);
+    assert_eq!(
+        stored.spec.storage.retention.when_deleted.as_str(),
+        "Retain"
+    );
+
+    // The rules hold for updates too, through the main resource and through /scale.
+    let err = typed
+        .patch_scale(
+            "rf-equal-replicas",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect_err("scaling below the replication factor must be rejected");
+    eprintln!("scale below replication factor: {err}");
+    assert!(
+        err.to_string()
+            .contains("config.default_replication_factor must not exceed replicas"),
+        "{err}"
+    );
+    let err = typed
+        .patch(
+            "library-image",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": ""}})),
+        )
+        .await
+        .expect_err("emptying the image must be rejected");
+    assert!(
+        err.to_string()
+            .contains("spec.image in body should be at least 1 chars long"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn reconcile_creates_exactly_the_objects_and_then_writes_nothing() {
+    let client = client().await;
+    let ns = namespace(&client, "reconcile").await;
+    let ctx = context(&client);
+    let created = create_cluster(
+        &client,
+        &ns,
+        "events",
+        json!({"replicas": 3, "image": "chronik:1", "config": {"default_partitions": 3}}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "events").await;
+
+    // Exactly the expected objects, all owned by the cluster.
+    let list = ListParams::default();
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+        .items;
+    let cms: Vec<_> = cms
+        .into_iter()
+        .filter(|c| c.name_any() != "kube-root-ca.crt")
+        .collect();
+    let svcs = Api::<Service>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+        .items;
+    let stss = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+        .items;
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(names(&cms), BTreeSet::from(["events-config".to_string()]));
+    assert_eq!(
+        names(&svcs),
+        BTreeSet::from(["events".to_string(), "events-headless".to_string()])
+    );
+    assert_eq!(names(&stss), BTreeSet::from(["events".to_string()]));
+    assert_eq!(names(&pdbs), BTreeSet::from(["events".to_string()]));
+    let uid = created.uid().unwrap();
+    let metas = cms
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(svcs.iter().map(|o| &o.metadata))
+        .chain(stss.iter().map(|o| &o.metadata))
+        .chain(pdbs.iter().map(|o| &o.metadata));
+    for meta in metas {
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1, "{:?}", meta.name);
+        assert_eq!(owners[0].uid, uid);
+        assert_eq!(owners[0].kind, "ChronikCluster");
+        assert_eq!(owners[0].controller, Some(true));
+        let managers: Vec<_> = meta
+            .managed_fields
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            managers,
+            vec![("chronik-operator".to_string(), "Apply".to_string())]
+        );
+    }
+    assert_eq!(
+        cms[0].data.as_ref().unwrap()["broker.toml"],
+        format!("# Written by chronik-operator from ChronikCluster {ns}/events spec.config.\ndefault_partitions = 3\n")
+    );
+    let headless = svcs
+        .iter()
+        .find(|s| s.name_any() == "events-headless")
+        .unwrap();
+    assert_eq!(
+        headless.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
+    let sts = stss[0].spec.as_ref().unwrap();
+    assert_eq!(sts.replicas, Some(3));
+    assert_eq!(sts.ordinals.as_ref().unwrap().start, Some(1));
+
+    // Status: written through the status subresource.
+    let cluster = get_cluster(&client, &ns, "events").await;
+    let status = cluster.status.clone().unwrap();
+    assert_eq!(status.observed_generation, cluster.metadata.generation);
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert_eq!(status.ready_replicas, 0);
+    assert_eq!(
+        condition(&cluster, "Ready"),
+        (
+            "False".into(),
+            "BrokersNotReady".into(),
+            "0/3 brokers ready".into()
+        )
+    );
+    assert_eq!(condition(&cluster, "Reconciling").0, "True");
+    assert_eq!(condition(&cluster, "Degraded").0, "False");
+    let reasons: BTreeSet<_> = events(&client, &ns)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(reasons, BTreeSet::from(["Created".to_string()]));
+    let created_events = events(&client, &ns).await.len();
+    assert_eq!(created_events, 5, "one Created event per object");
+
+    // Second and third reconcile of the unchanged cluster: no write at all.
+    let before = resource_versions(&client, &ns, "events").await;
+    let writes_before = ctx
+        .metrics
+        .writes
+        .with_label_values(&["ChronikCluster", "status"])
+        .get();
+    for _ in 0..2 {
+        reconcile_now(&client, &ctx, &ns, "events").await;
+    }
+    assert_eq!(resource_versions(&client, &ns, "events").await, before);
+    assert_eq!(events(&client, &ns).await.len(), created_events);
+    assert_eq!(
+        ctx.metrics
+            .writes
+            .with_label_values(&["ChronikCluster", "status"])
+            .get(),
+        writes_before
+    );
+
+    // The StatefulSet controller (absent here) reports three ready pods: the cluster is
+    // Running, once; then steady again.
+    let stss_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    stss_api
+        .patch_status(
+            "events",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "currentReplicas": 3, "updatedReplicas": 3}})),
+        )
+        .await
+        .unwrap();
+    reconcile_now(&client, &ctx, &ns, "events").await;
+    let cluster = get_cluster(&client, &ns, "events").await;
+    let status = cluster.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!((status.replicas, status.ready_replicas), (3, 3));
+    assert_eq!(
+        condition(&cluster, "Ready"),
+        (
+            "True".into(),
+            "AllBrokersReady".into(),
+            "3/3 brokers ready".into()
+        )
+    );
+    assert_eq!(condition(&cluster, "Reconciling").0, "False");
+    assert!(events(&client, &ns)
+        .await
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("ClusterReady")));
+    let before = resource_versions(&client, &ns, "events").await;
+    let event_count = events(&client, &ns).await.len();
+    reconcile_now(&client, &ctx, &ns, "events").await;
+    assert_eq!(resource_versions(&client, &ns, "events").await, before);
+    assert_eq!(events(&client, &ns).await.len(), event_count);
+}
+
+#[tokio::test]
+async fn spec_changes_update_the_objects() {
+    let client = client().await;
+    let ns = namespace(&client, "changes").await;
+    let ctx = context(&client);
+    let api: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
+    create_cluster(
+        &client,
+        &ns,
+        "logs",
+        json!({"replicas": 1, "image": "chronik:1"}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "logs").await;
+    let template_hash = |sts: &StatefulSet| {
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["chronik.io/config-hash"]
+            .clone()
+    };
+    let stss = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let hash_before = template_hash(&stss.get("logs").await.unwrap());
+
+    // A settings change: new ConfigMap content and a new pod-template hash.
+    api.patch(
+        "logs",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"config": {"retention_ms": 3600000}, "image": "chronik:2"}})),
+    )
+    .await
+    .unwrap();
+    reconcile_now(&client, &ctx, &ns, "logs").await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("logs-config")
+        .await
+        .unwrap();
+    assert!(cm.data.unwrap()["broker.toml"].ends_with("retention_ms = 3600000\n"));
+    let sts = stss.get("logs").await.unwrap();
+    assert_ne!(template_hash(&sts), hash_before);
+    assert_eq!(
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .as_deref(),
+        Some("chronik:2")
+    );
+    let updated: BTreeSet<_> = events(&client, &ns)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Updated"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(
+        updated,
+        BTreeSet::from([
+            "Updated ConfigMap logs-config".to_string(),
+            "Updated StatefulSet logs".to_string()
+        ])
+    );
+    let cluster = get_cluster(&client, &ns, "logs").await;
+    assert_eq!(
+        cluster.status.as_ref().unwrap().target_image.as_deref(),
+        Some("chronik:2")
+    );
+    assert_eq!(
+        cluster.status.as_ref().unwrap().observed_generation,
+        cluster.metadata.generation
+    );
+
+    let before = resource_versions(&client, &ns, "logs").await;
+    reconcile_now(&client, &ctx, &ns, "logs").await;
+    assert_eq!(resource_versions(&client, &ns, "logs").await, before);
+}
+
+#[tokio::test]
+async fn scale_subresource_drives_statefulset_replicas() {
+    let client = client().await;
+    let ns = namespace(&client, "scale").await;
+    let ctx = context(&client);
+    let api: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
+    create_cluster(
+        &client,
+        &ns,
+        "orders",
+        json!({"replicas": 3, "image": "chronik:1"}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "orders").await;
+
+    let scale = api.get_scale("orders").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(3));
+    let scale_status = scale.status.unwrap();
+    assert_eq!(scale_status.replicas, 0);
+    assert_eq!(
+        scale_status.selector.as_deref(),
+        Some("app.kubernetes.io/instance=orders,app.kubernetes.io/name=chronik")
+    );
+
+    // `kubectl scale` patches /scale.
+    api.patch_scale(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("orders").await.unwrap().spec.replicas, 5);
+    reconcile_now(&client, &ctx, &ns, "orders").await;
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .get("orders")
+        .await
+        .unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(5));
+    let status = get_cluster(&client, &ns, "orders").await.status.unwrap();
+    assert_eq!(status.conditions[0].message, "0/5 brokers ready");
+
+    // The schema applies through /scale too.
+    let err = api
+        .patch_scale(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .expect_err("scaling to 0 must be rejected");
+    eprintln!("scale to 0: {err}");
+    assert_eq!(api.get("orders").await.unwrap().spec.replicas, 5);
+
+    let shared = shared();
+    let out = kubectl(&shared, &["scale", "-n", &ns, "ck/orders", "--replicas=4"]).unwrap();
+    assert!(out.contains("scaled"), "{out}");
+    assert_eq!(api.get("orders").await.unwrap().spec.replicas, 4);
+}
+
+#[tokio::test]
+async fn kubectl_get_ck_shows_the_printer_columns() {
+    let client = client().await;
+    let ns = namespace(&client, "printing").await;
+    let ctx = context(&client);
+    create_cluster(
+        &client,
+        &ns,
+        "payments",
+        json!({"replicas": 3, "image": "chronik:0.1.0"}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "payments").await;
+
+    let shared = shared();
+    let out = kubectl(&shared, &["get", "ck", "-n", &ns]).unwrap();
+    eprintln!("kubectl get ck:\n{out}");
+    let table = parse_table(&out);
+    let header: Vec<_> = table[0].iter().map(String::as_str).collect();
+    assert_eq!(
+        header,
+        ["NAME", "REPLICAS", "READY", "URP", "PHASE", "IMAGE", "AGE"]
+    );
+    let row: Vec<_> = table[1].iter().map(String::as_str).collect();
+    // READY is 0 (no kubelet runs pods); URP stays empty until the admin API reports it.
+    assert_eq!(
+        row[..6],
+        ["payments", "3", "0", "", "Pending", "chronik:0.1.0"],
+        "{out}"
+    );
+
+    let wide = kubectl(
+        &shared,
+        &["get", "chronikclusters", "-n", &ns, "-o", "wide"],
+    )
+    .unwrap();
+    let header = &parse_table(&wide)[0];
+    assert_eq!(header[4], "LEADERLESS", "{wide}");
+
+    let describe = kubectl(&shared, &["describe", "ck", "-n", &ns, "payments"]).unwrap();
+    for needle in [
+        "Conditions:",
+        "Brokers Not Ready",
+        "Events:",
+        "Created StatefulSet payments",
+    ] {
+        assert!(
+            describe.contains(needle) || describe.contains(&needle.replace(' ', "")),
+            "{needle:?} not in:\n{describe}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn controller_reconciles_on_watch_events() {
+    let client = client().await;
+    let ns = namespace(&client, "controller").await;
+    let ctx = context(&client);
+    let ns_for_task = ns.clone();
+    let task = tokio::spawn(async move { reconcile::run(ctx, Some(&ns_for_task), false).await });
+
+    create_cluster(
+        &client,
+        &ns,
+        "clicks",
+        json!({"replicas": 2, "image": "chronik:1"}),
+    )
+    .await;
+    let stss = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let wait_for_sts = |what: &'static str| {
+        let stss = stss.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(sts) = stss.get_opt("clicks").await.unwrap() {
+                    if sts.metadata.deletion_timestamp.is_none() {
+                        return sts;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "controller did not (re)create the StatefulSet: {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let first = wait_for_sts("on create").await;
+
+    // Drift: the StatefulSet is deleted behind the operator's back; the owned-object watch
+    // brings it back.
+    stss.delete("clicks", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = wait_for_sts("after deletion").await;
+    assert_ne!(first.uid(), second.uid());
+
+    // A spec change is picked up from the ChronikCluster watch.
+    Api::<ChronikCluster>::namespaced(client.clone(), &ns)
+        .patch(
+            "clicks",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stss.get("clicks").await.unwrap().spec.unwrap().replicas != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "StatefulSet replicas did not follow the spec"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    task.abort();
+    let cluster = get_cluster(&client, &ns, "clicks").await;
+    assert_eq!(
+        cluster.status.unwrap().observed_generation,
+        cluster.metadata.generation
+    );
+}
