@@ -6,17 +6,24 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
-.PHONY: build run test unit-test e2e-test lint fmt bench fuzz clean
+.PHONY: deps build-deps build run test unit-test e2e-test lint fmt bench fuzz clean
+
+# Installs what the build and the tests need (idempotent; quick when all is present).
+deps:
+	bash .ci/install-deps.sh
+
+build-deps:
+	CHRONIK_DEPS=build bash .ci/install-deps.sh
 
 # One feature set for every build and test of the workspace: building a subset would
 # resolve shared dependencies' features differently and rebuild RocksDB's C++ each time.
 build:
 	cargo build --release --workspace --all-targets
 
-run: build
+run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: build unit-test e2e-test
+test: deps build unit-test e2e-test
 
 unit-test:
 	cargo test --release --workspace

@@ -39,6 +39,12 @@ else
   log "Debian packages: all present"
 fi
 
+# `make run` needs only the build tools above.
+if [[ "${CHRONIK_DEPS:-all}" == "build" ]]; then
+  log "done (build tools only)"
+  exit 0
+fi
+
 # -- Python requirements -----------------------------------------------------------------
 # The interpreter `make test` uses (Makefile: PYTHON ?= python3).
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
