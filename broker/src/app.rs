@@ -46,7 +46,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding Kafka address {}: {e}", args.kafka_addr))?;
-    let metrics_task = tokio::spawn(metrics::serve(args.metrics_addr, catalog, shutdown.clone()));
+    let metrics_task = tokio::spawn(metrics::serve(
+        args.metrics_addr,
+        catalog,
+        args.node_id,
+        shutdown.clone(),
+    ));
     let server_task = tokio::spawn(server::serve(
         kafka_listener,
         broker.clone(),

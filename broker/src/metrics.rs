@@ -118,17 +118,17 @@ static LOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap()
 });
 
-fn render(catalog: &Catalog) -> String {
+fn render(catalog: &Catalog, node_id: u64) -> String {
     let topics = catalog.topics();
     let partitions = topics.iter().flat_map(|t| t.partitions.iter());
-    let (mut count, mut bytes) = (0i64, 0i64);
+    let (mut count, mut led, mut bytes) = (0i64, 0i64, 0i64);
     for p in partitions {
         count += 1;
+        led += i64::from(p.leader() == Some(node_id));
         bytes += p.log_bytes() as i64;
     }
     PARTITIONS.set(count);
-    // Every partition group on a single node is led by this node once it is ready.
-    LEADERS.set(if catalog.is_ready() { count } else { 0 });
+    LEADERS.set(led);
     LOG_BYTES.set(bytes);
     let mut out = Vec::new();
     TextEncoder::new()
@@ -137,16 +137,22 @@ fn render(catalog: &Catalog) -> String {
     String::from_utf8(out).expect("utf-8 metrics")
 }
 
-async fn metrics(State(catalog): State<Arc<Catalog>>) -> String {
-    render(&catalog)
+#[derive(Clone)]
+struct Ctx {
+    catalog: Arc<Catalog>,
+    node_id: u64,
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> String {
+    render(&ctx.catalog, ctx.node_id)
 }
 
 async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(catalog): State<Arc<Catalog>>) -> (StatusCode, &'static str) {
-    if catalog.is_ready() {
+async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
+    if ctx.catalog.is_ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
@@ -157,13 +163,14 @@ async fn readyz(State(catalog): State<Arc<Catalog>>) -> (StatusCode, &'static st
 pub async fn serve(
     addr: SocketAddr,
     catalog: Arc<Catalog>,
+    node_id: u64,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(catalog);
+        .with_state(Ctx { catalog, node_id });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding metrics address {addr}: {e}"))?;

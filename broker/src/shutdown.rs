@@ -26,8 +26,4 @@ impl Shutdown {
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
-
-    pub fn is_fired(&self) -> bool {
-        *self.0.borrow()
-    }
 }

@@ -100,6 +100,8 @@ def test_produce_fetch_metrics(chronik_broker, topic_name):
     assert types.get("chronik_request_duration_seconds") == "histogram"
 
     assert total(mid, "chronik_partitions") >= 3
+    # a single node leads every partition it hosts, as its Raft groups report
+    assert total(mid, "chronik_raft_leader_count") == total(mid, "chronik_partitions")
     assert total(mid, "chronik_log_size_bytes") >= payload_bytes
     assert "chronik_raft_commit_latency_seconds" in types or has(mid, "chronik_raft_commit_latency_seconds_count"), \
         "chronik_raft_commit_latency_seconds histogram missing"

@@ -252,10 +252,6 @@ impl PartitionMachine {
         self.next_offset - 1
     }
 
-    pub fn next_offset(&self) -> i64 {
-        self.next_offset
-    }
-
     /// Applies one committed entry; its writes go to `wb`, handed to the log writer.
     pub fn apply(
         &mut self,

@@ -55,18 +55,6 @@ pub fn read(db: &Db, p: &PartitionShared, offset: i64, max_bytes: usize) -> anyh
     Ok(out.freeze())
 }
 
-/// Bytes available to a fetch from `offset` (bounded by `limit`, for min_bytes checks).
-pub fn available_bytes(db: &Db, p: &PartitionShared, offset: i64, limit: usize) -> usize {
-    let mut total = 0usize;
-    for b in batches_from(db, p, offset) {
-        total += b.size as usize;
-        if total >= limit {
-            break;
-        }
-    }
-    total
-}
-
 /// The first offset whose batch has a timestamp at or after `ts`, with that timestamp.
 pub fn offset_for_timestamp(db: &Db, p: &PartitionShared, ts: i64) -> Option<(i64, i64)> {
     batches_from(db, p, p.log_start())

@@ -1,8 +1,8 @@
 //! ApiVersions: the APIs and version ranges this broker serves.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::Encodable;
 
 use super::{errors, versions};
@@ -28,14 +28,5 @@ pub fn unsupported_version(correlation_id: i32) -> Bytes {
     let response = ApiVersionsResponse::default()
         .with_error_code(errors::UNSUPPORTED_VERSION)
         .with_api_keys(api_keys());
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, 0)
-        .expect("v0 header encodes");
-    response.encode(&mut buf, 0).expect("v0 body encodes");
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    buf.freeze()
+    super::frame(correlation_id, 0, |buf| response.encode(buf, 0)).expect("v0 ApiVersions encodes")
 }

@@ -28,14 +28,10 @@ pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = E::OutOfOrderSequenceNumber.code()
 pub const INVALID_PRODUCER_EPOCH: i16 = E::InvalidProducerEpoch.code();
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = E::TransactionalIdAuthorizationFailed.code();
 pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = E::UnsupportedForMessageFormat.code();
-pub const GROUP_ID_NOT_FOUND: i16 = E::GroupIdNotFound.code();
 pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
 pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
 pub const UNKNOWN_TOPIC_ID: i16 = E::UnknownTopicId.code();
-pub const INVALID_RECORD_BATCH: i16 = INVALID_RECORD;
-pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = E::UnsupportedCompressionType.code();
 pub const MESSAGE_TOO_LARGE: i16 = E::MessageTooLarge.code();
-pub const NON_EMPTY_GROUP: i16 = E::NonEmptyGroup.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = E::UnknownServerError.code();
 
 use crate::raft::ProposeError;

@@ -178,20 +178,33 @@ pub struct Ctx {
 impl Ctx {
     /// Frames a response: size, header (version chosen by the codec), body.
     pub fn encode(&self, response: &ResponseKind) -> anyhow::Result<Bytes> {
-        let mut buf = BytesMut::with_capacity(256);
-        buf.put_i32(0);
-        let header = ResponseHeader::default().with_correlation_id(self.correlation_id);
-        header.encode(&mut buf, self.api_key.response_header_version(self.version))?;
-        response
-            .encode(&mut buf, self.version)
-            .with_context(|| format!("encoding {:?} v{} response", self.api_key, self.version))?;
-        let size = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        let header_version = self.api_key.response_header_version(self.version);
+        let frame = frame(self.correlation_id, header_version, |buf| {
+            response.encode(buf, self.version)
+        })
+        .with_context(|| format!("encoding {:?} v{} response", self.api_key, self.version))?;
         metrics::REQUEST_SECONDS
             .with_label_values(&[api_name(self.api_key)])
             .observe(self.started.elapsed().as_secs_f64());
-        Ok(buf.freeze())
+        Ok(frame)
     }
+}
+
+/// Frames a response: size prefix, header of `header_version`, then the body.
+pub fn frame(
+    correlation_id: i32,
+    header_version: i16,
+    body: impl FnOnce(&mut BytesMut) -> anyhow::Result<()>,
+) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)?;
+    body(&mut buf)?;
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
 }
 
 pub fn api_name(key: ApiKey) -> &'static str {

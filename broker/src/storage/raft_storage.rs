@@ -89,20 +89,8 @@ impl GroupStorage {
         }
     }
 
-    pub fn group(&self) -> u64 {
-        self.group
-    }
-
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
-    }
-
-    pub fn first_index_now(&self) -> u64 {
-        self.truncated_index + 1
-    }
-
-    pub fn last_index_now(&self) -> u64 {
-        self.last_index
     }
 
     /// Appends entries, replacing any conflicting suffix (Raft may overwrite uncommitted entries).
