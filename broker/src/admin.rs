@@ -1,18 +1,18 @@
-//! The admin API (gRPC, `chronik-api`), served on `--cluster-addr`.
+//! The admin API (gRPC, `chronik-api`), served on `--cluster-addr` (see `cluster::serve`).
 //!
-//! Answers come from this broker's view of its Raft groups. Replica movement (rebalance,
-//! decommission) needs multi-node replication and answers UNIMPLEMENTED until then.
+//! Answers come from this broker's view of the cluster: its own Raft groups plus its
+//! peers' leadership reports. Replica movement (rebalance, decommission) answers
+//! UNIMPLEMENTED until membership changes are driven.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chronik_api::admin::v1::admin_server::{Admin, AdminServer};
+use chronik_api::admin::v1::admin_server::Admin;
 use chronik_api::admin::v1::restart_check_request::Phase;
 use chronik_api::admin::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
-use crate::shutdown::Shutdown;
+use crate::cluster::leadership::LIVENESS_WINDOW;
 
 /// Reasons listed by RestartCheck are capped; the count says how many partitions block.
 const MAX_REASONS: usize = 20;
@@ -21,17 +21,10 @@ pub struct AdminService {
     broker: Arc<Broker>,
 }
 
-pub async fn serve(
-    addr: SocketAddr,
-    broker: Arc<Broker>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    tracing::info!(%addr, "admin API listening");
-    tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService { broker }))
-        .serve_with_shutdown(addr, shutdown.wait())
-        .await
-        .map_err(|e| anyhow::anyhow!("admin API on {addr}: {e}"))
+impl AdminService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        AdminService { broker }
+    }
 }
 
 /// One partition as the admin API reports it.
@@ -51,6 +44,55 @@ fn partition_status(p: &crate::log::PartitionShared) -> PartitionStatus {
 }
 
 impl AdminService {
+    fn led_by(&self, node: i32) -> usize {
+        self.partitions()
+            .iter()
+            .filter(|p| p.leader == node)
+            .count()
+    }
+
+    /// Every registered broker (this one even before it registered), with liveness from
+    /// the peers' leadership reports and counts from the partitions' views.
+    fn broker_statuses(&self, partitions: &[PartitionStatus]) -> Vec<BrokerStatus> {
+        let b = &self.broker;
+        let me = b.node_id;
+        let mut records = b.catalog.brokers();
+        if !records.iter().any(|r| r.id == me as u64) {
+            records.push(crate::metadata::BrokerRecord {
+                id: me as u64,
+                host: b.host.clone(),
+                port: b.port,
+                cluster_addr: String::new(),
+            });
+        }
+        records
+            .into_iter()
+            .map(|r| {
+                let id = r.id as i32;
+                BrokerStatus {
+                    node_id: id,
+                    kafka_endpoint: format!("{}:{}", r.host, r.port),
+                    ready: if id == me {
+                        b.catalog.is_ready()
+                    } else {
+                        b.catalog.peer_alive(r.id, LIVENESS_WINDOW)
+                    },
+                    leader_count: partitions.iter().filter(|p| p.leader == id).count() as u32,
+                    replica_count: partitions
+                        .iter()
+                        .filter(|p| p.replicas.contains(&id))
+                        .count() as u32,
+                    // Peers do not report their version yet; only ours is known.
+                    version: if id == me {
+                        env!("CARGO_PKG_VERSION").to_string()
+                    } else {
+                        String::new()
+                    },
+                }
+            })
+            .collect()
+    }
+
     fn partitions(&self) -> Vec<PartitionStatus> {
         self.broker
             .catalog
@@ -79,21 +121,11 @@ impl Admin for AdminService {
             offline: partitions.iter().filter(|p| p.isr.is_empty()).count() as u32,
             leaderless: partitions.iter().filter(|p| p.leader < 0).count() as u32,
         };
-        let broker = BrokerStatus {
-            node_id: me,
-            kafka_endpoint: format!("{}:{}", b.host, b.port),
-            ready: b.catalog.is_ready(),
-            leader_count: partitions.iter().filter(|p| p.leader == me).count() as u32,
-            replica_count: partitions
-                .iter()
-                .filter(|p| p.replicas.contains(&me))
-                .count() as u32,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        };
+        let brokers = self.broker_statuses(&partitions);
         Ok(Response::new(ClusterStatusResponse {
-            cluster_id: b.cluster_id.clone(),
+            cluster_id: b.cluster_id(),
             node_id: me,
-            brokers: vec![broker],
+            brokers,
             summary: Some(summary),
             partitions: if request.into_inner().include_partitions {
                 partitions
@@ -108,31 +140,22 @@ impl Admin for AdminService {
         request: Request<DrainLeadershipRequest>,
     ) -> Result<Response<DrainLeadershipResponse>, Status> {
         let node = request.into_inner().node_id;
-        let led: Vec<PartitionStatus> = self
-            .partitions()
-            .into_iter()
-            .filter(|p| p.leader == node)
-            .collect();
-        // Leadership can only go to another voter that has every committed entry.
-        let movable = led
-            .iter()
-            .filter(|p| p.isr.iter().any(|id| *id != node))
-            .count();
-        if movable > 0 {
-            return Err(Status::unimplemented(
-                "leadership transfer arrives with multi-node replication",
-            ));
+        if node != self.broker.node_id {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}; ask node {node}'s own admin endpoint to drain it",
+                self.broker.node_id
+            )));
         }
+        let before = self.led_by(node);
+        crate::app::drain_leadership(&self.broker).await;
+        let remaining = self.led_by(node);
         Ok(Response::new(DrainLeadershipResponse {
-            transferred: 0,
-            remaining: led.len() as u32,
-            message: if led.is_empty() {
+            transferred: before.saturating_sub(remaining) as u32,
+            remaining: remaining as u32,
+            message: if remaining == 0 {
                 format!("node {node} leads no partition")
             } else {
-                format!(
-                    "{} partitions have no other in-sync voter to take leadership",
-                    led.len()
-                )
+                format!("{remaining} partitions have no other caught-up voter to take leadership")
             },
         }))
     }

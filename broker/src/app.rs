@@ -1,12 +1,19 @@
-//! Wiring: start-up order is settings, storage, Raft driver (which replays the log), then
-//! the metrics/health endpoint and finally the Kafka listener. Shutdown runs in reverse.
+//! Wiring: start-up order is settings, storage, Raft driver (which replays the log), the
+//! gRPC endpoint for peers and the admin API, the metrics/health endpoint, the Kafka
+//! listener, and finally registration in the metadata log (after which the broker is
+//! ready). Shutdown first hands leadership to other voters, then runs in reverse.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::{self, Broker};
+use crate::cluster::{self, leadership, registration, transport::GrpcTransport, Peers};
 use crate::config::{Args, Settings};
-use crate::{admin, group, metadata, metrics, raft, server, shutdown, storage};
+use crate::metadata::BrokerRecord;
+use crate::{group, metadata, metrics, raft, server, shutdown, storage};
+
+/// How long a stopping broker waits for its leaderships to move to other voters.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
@@ -19,28 +26,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| anyhow::anyhow!("--node-id must be between 1 and {}", i32::MAX))?;
+    let advertised_cluster = args
+        .advertised_cluster_addr
+        .clone()
+        .unwrap_or_else(|| args.cluster_addr.to_string());
+    broker::split_host_port(&advertised_cluster)?;
     let cluster_id = broker::cluster_id(&args.data_dir)?;
     let db = storage::open(&args.data_dir)?;
     let catalog = Arc::new(metadata::Catalog::default());
+    let peers = Arc::new(Peers::new(args.node_id, &args.peers, catalog.clone()));
+    let mut voters: Vec<u64> = args.peers.iter().map(|p| p.id).collect();
+    voters.push(args.node_id);
+    voters.sort_unstable();
+    voters.dedup();
     let driver_config = raft::DriverConfig {
         node_id: args.node_id,
+        voters,
         tick: Duration::from_millis(settings.raft_tick_ms),
         retention_check: Duration::from_millis(settings.retention_check_interval_ms),
         retention_ms: settings.retention_ms,
         retention_bytes: settings.retention_bytes,
     };
-    let (raft, driver_thread) = raft::Driver::start(driver_config, db.clone(), catalog.clone())?;
+    let transport = Box::new(GrpcTransport::new(args.node_id, peers.clone()));
+    let (raft, driver_thread) =
+        raft::Driver::start(driver_config, db.clone(), catalog.clone(), transport)?;
     let broker = Arc::new(Broker {
         node_id,
         host,
         port,
-        cluster_id,
+        proposed_cluster_id: cluster_id,
         groups: group::Coordinator::new(&settings),
         settings,
         db,
         catalog: catalog.clone(),
         raft: raft.clone(),
+        peers,
     });
+    let registration = BrokerRecord {
+        id: args.node_id,
+        host: broker.host.clone(),
+        port: broker.port,
+        cluster_addr: advertised_cluster,
+    };
 
     let (trigger, shutdown) = shutdown::channel();
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_addr)
@@ -57,9 +84,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         broker.clone(),
         shutdown.clone(),
     ));
-    let admin_task = tokio::spawn(admin::serve(
+    let grpc_task = tokio::spawn(cluster::serve(
         args.cluster_addr,
         broker.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(leadership::report_loop(broker.clone(), shutdown.clone()));
+    tokio::spawn(registration::register(
+        broker.clone(),
+        registration,
         shutdown.clone(),
     ));
     tracing::info!(
@@ -73,8 +106,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = wait_for_signal() => tracing::info!("shutdown requested"),
         r = metrics_task => r??,
-        r = admin_task => r??,
+        r = grpc_task => r??,
     }
+    drain_leadership(&broker).await;
     trigger.fire();
     // In-flight requests get a bounded grace period; their entries are already durable
     // or will be answered with an error, never acknowledged and then lost.
@@ -83,6 +117,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
     tracing::info!("chronik-broker stopped");
     Ok(())
+}
+
+/// Hands every leadership this broker holds to another voter before it stops, so that
+/// clients move on at once instead of waiting out an election timeout.
+pub async fn drain_leadership(broker: &Broker) {
+    let me = broker.node_id as u64;
+    let led = |b: &Broker| {
+        b.catalog
+            .topics()
+            .iter()
+            .map(|t| t.partitions.iter().filter(|p| p.is_led_by(me)).count())
+            .sum::<usize>()
+            + usize::from(b.catalog.metadata_leader() == Some(me))
+    };
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let started = broker.raft.transfer_leadership().await;
+        let remaining = led(broker);
+        if started == 0 || remaining == 0 || tokio::time::Instant::now() >= deadline {
+            tracing::info!(remaining, "leadership drained");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for_signal() {

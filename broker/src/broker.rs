@@ -1,8 +1,9 @@
-//! State shared by every connection: identity, settings, the catalog, the Raft handle
-//! and the group coordinator.
+//! State shared by every connection: identity, settings, the catalog, the Raft handle,
+//! the peers and the group coordinator.
 
 use std::sync::Arc;
 
+use crate::cluster::Peers;
 use crate::config::Settings;
 use crate::group::Coordinator;
 use crate::metadata::Catalog;
@@ -13,12 +14,35 @@ pub struct Broker {
     pub node_id: i32,
     pub host: String,
     pub port: i32,
-    pub cluster_id: String,
+    /// The id this broker proposes when it finds the cluster unnamed (kept in its data
+    /// directory); see [`Broker::cluster_id`].
+    pub proposed_cluster_id: String,
     pub settings: Settings,
     pub db: Db,
     pub catalog: Arc<Catalog>,
     pub raft: RaftHandle,
+    pub peers: Arc<Peers>,
     pub groups: Coordinator,
+}
+
+impl Broker {
+    /// The cluster's id as the metadata log records it (the same on every broker).
+    pub fn cluster_id(&self) -> String {
+        self.catalog
+            .cluster_id()
+            .unwrap_or_else(|| self.proposed_cluster_id.clone())
+    }
+
+    /// Consumer groups are coordinated by the metadata group's leader, which commits
+    /// their offsets without a forwarding hop.
+    pub fn is_group_coordinator(&self) -> bool {
+        self.catalog.metadata_leader() == Some(self.node_id as u64)
+    }
+
+    /// Whether this broker leads the partition and may serve produce and fetch for it.
+    pub fn leads(&self, p: &crate::log::PartitionShared) -> bool {
+        p.is_led_by(self.node_id as u64)
+    }
 }
 
 /// Splits an advertised `host:port`.
@@ -32,7 +56,7 @@ pub fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
     Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
 }
 
-/// The cluster id is made once and kept in the data directory.
+/// The cluster id this broker proposes is made once and kept in the data directory.
 pub fn cluster_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("cluster_id");
     if let Ok(id) = std::fs::read_to_string(&path) {

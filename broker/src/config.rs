@@ -39,6 +39,13 @@ pub struct Args {
     #[arg(long, env = "CHRONIK_ADVERTISED_CLUSTER_ADDR")]
     pub advertised_cluster_addr: Option<String>,
 
+    /// The other brokers of the cluster as `ID@HOST:PORT` (their cluster addresses),
+    /// comma-separated. They and this broker are the voters of the metadata group when it
+    /// is first created, so every broker of a new cluster must be given the same set.
+    /// Empty: a single-node cluster.
+    #[arg(long, env = "CHRONIK_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    pub peers: Vec<Peer>,
+
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
     #[arg(long, env = "CHRONIK_METRICS_ADDR", default_value = "127.0.0.1:9644")]
     pub metrics_addr: SocketAddr,
@@ -48,8 +55,32 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = "CHRONIK_LOG", default_value = "info")]
+    #[arg(long, env = "CHRONIK_LOG", default_value = "info,raft=warn")]
     pub log: String,
+}
+
+/// Another broker: its node id and the host:port of its cluster (gRPC) endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    pub addr: String,
+}
+
+fn parse_peer(s: &str) -> Result<Peer, String> {
+    let (id, addr) = s
+        .trim()
+        .split_once('@')
+        .ok_or_else(|| format!("peer {s:?} is not ID@HOST:PORT"))?;
+    let id: u64 = id
+        .parse()
+        .ok()
+        .filter(|id| *id >= 1)
+        .ok_or_else(|| format!("peer {s:?}: the id must be a number >= 1"))?;
+    crate::broker::split_host_port(addr).map_err(|e| format!("peer {s:?}: {e}"))?;
+    Ok(Peer {
+        id,
+        addr: addr.to_string(),
+    })
 }
 
 /// Broker settings from the `--config` file; every key is optional.
@@ -130,6 +161,25 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_peer_lists_and_rejects_bad_entries() {
+        let args = Args::try_parse_from([
+            "chronik-broker",
+            "--peers",
+            "2@10.0.0.2:9093,3@chronik-3.chronik:9093",
+        ])
+        .unwrap();
+        assert_eq!(args.peers.len(), 2);
+        assert_eq!(args.peers[1].id, 3);
+        assert_eq!(args.peers[1].addr, "chronik-3.chronik:9093");
+        for bad in ["2", "0@h:1", "x@h:1", "2@nohost"] {
+            assert!(
+                Args::try_parse_from(["chronik-broker", "--peers", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn parses_partial_toml_and_rejects_unknown_keys() {

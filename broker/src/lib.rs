@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod app;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod group;

@@ -104,6 +104,27 @@ pub static RAFT_SYNC_GROUPS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub static RAFT_MESSAGES_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_messages_sent_total",
+        "Raft messages delivered to peers"
+    )
+    .unwrap()
+});
+pub static RAFT_SEND_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_send_failures_total",
+        "Calls carrying Raft messages to a peer that failed (the messages are resent by Raft)"
+    )
+    .unwrap()
+});
+static UNDER_REPLICATED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "chronik_under_replicated_partitions",
+        "Partitions led by this broker with fewer in-sync voters than voters"
+    )
+    .unwrap()
+});
 static PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("chronik_partitions", "Partitions hosted by this broker").unwrap()
 });
@@ -121,14 +142,22 @@ static LOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
 fn render(catalog: &Catalog, node_id: u64) -> String {
     let topics = catalog.topics();
     let partitions = topics.iter().flat_map(|t| t.partitions.iter());
-    let (mut count, mut led, mut bytes) = (0i64, 0i64, 0i64);
+    let (mut count, mut led, mut bytes, mut urp) = (0i64, 0i64, 0i64, 0i64);
     for p in partitions {
+        let (voters, in_sync) = p.replicas();
+        if !voters.contains(&node_id) {
+            continue; // hosted elsewhere
+        }
         count += 1;
-        led += i64::from(p.leader() == Some(node_id));
+        if p.is_led_by(node_id) {
+            led += 1;
+            urp += i64::from(in_sync.len() < voters.len());
+        }
         bytes += p.log_bytes() as i64;
     }
     PARTITIONS.set(count);
     LEADERS.set(led);
+    UNDER_REPLICATED.set(urp);
     LOG_BYTES.set(bytes);
     let mut out = Vec::new();
     TextEncoder::new()

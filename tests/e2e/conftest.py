@@ -17,11 +17,13 @@ Environment:
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import pytest
 from kafkautil import http_get
 
 REPO = Path(__file__).resolve().parents[2]
+PROTO_ROOT = REPO / "api" / "proto"
 EXTERNAL_BOOTSTRAP = os.environ.get("KAFKA_EXTERNAL_BOOTSTRAP", "").strip()
 EXTERNAL_CTL = os.environ.get("KAFKA_EXTERNAL_CTL", "").strip()
 LOG_TAIL_BYTES = 64 * 1024
@@ -70,6 +73,8 @@ class ChronikBroker:
     restartable = True
 
     def __init__(self, workdir: Path, config: dict | None = None, node_id: int = 1):
+        # other brokers of the cluster as (node id, cluster address); empty: single node
+        self.peers: list[tuple[int, str]] = []
         self.binary = broker_bin()
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -107,9 +112,18 @@ class ChronikBroker:
         ]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
+        if self.peers:
+            cmd += ["--peers", ",".join(f"{i}@{addr}" for i, addr in self.peers)]
         return cmd
 
     def start(self, timeout: float | None = None) -> None:
+        timeout = timeout or float(os.environ.get("CHRONIK_READY_TIMEOUT", "30"))
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be ready (brokers of a cluster
+        become ready together, once their metadata group has a quorum)."""
         if self.alive:
             raise RuntimeError("broker already running")
         if not self.binary.exists():
@@ -117,7 +131,6 @@ class ChronikBroker:
                 f"chronik-broker binary not found at {self.binary}; build it with "
                 "`cargo build --release` or set CHRONIK_BROKER_BIN"
             )
-        timeout = timeout or float(os.environ.get("CHRONIK_READY_TIMEOUT", "30"))
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
@@ -136,7 +149,6 @@ class ChronikBroker:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -349,6 +361,38 @@ def broker_factory(request, tmp_path_factory):
 
 
 @pytest.fixture
+def cluster_factory(request, tmp_path_factory):
+    """Start n chronik-brokers (node ids 1..n) that know each other through --peers and
+    replicate every partition through Raft. Returns the list of brokers, all ready."""
+    started: list[ChronikBroker] = []
+
+    def make(n: int = 3, config: dict | None = None) -> list[ChronikBroker]:
+        if EXTERNAL_BOOTSTRAP:
+            pytest.skip("needs a Chronik cluster; KAFKA_EXTERNAL_BOOTSTRAP is set")
+        brokers = [ChronikBroker(tmp_path_factory.mktemp(f"node{i}"), config=config, node_id=i)
+                   for i in range(1, n + 1)]
+        for b in brokers:
+            b.peers = [(o.node_id, o.admin_addr) for o in brokers if o is not b]
+            _register(request, b)
+            started.append(b)
+        for b in brokers:
+            b.launch()
+        timeout = float(os.environ.get("CHRONIK_READY_TIMEOUT", "30"))
+        for b in brokers:
+            b.wait_ready(timeout)
+        return brokers
+
+    yield make
+    crashed = [(b, b.died_unexpectedly()) for b in started]
+    for b in started:
+        b.stop()
+    crashed = [(b, code) for b, code in crashed if code is not None]
+    if crashed:
+        pytest.fail("chronik-broker died during the test: " + "; ".join(
+            f"{b.describe()} exit code {code}" for b, code in crashed), pytrace=False)
+
+
+@pytest.fixture
 def broker(request, broker_factory):
     """A running broker: a fresh chronik-broker, or the external one."""
     if EXTERNAL_BOOTSTRAP:
@@ -389,3 +433,22 @@ def topic_name(request):
     from kafkautil import unique_topic
 
     return unique_topic(request.node.name)
+
+
+@pytest.fixture(scope="session")
+def admin_pb(tmp_path_factory):
+    """Python modules generated from the admin proto the broker is built from:
+    (messages, stubs)."""
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("admin_pb")
+    proto = "chronik/admin/v1/admin.proto"
+    rc = protoc.main(["protoc", f"-I{PROTO_ROOT}", f"--python_out={out}", f"--grpc_python_out={out}", proto])
+    assert rc == 0, "protoc failed on the admin proto"
+    sys.path.insert(0, str(out))
+    try:
+        pb = importlib.import_module("chronik.admin.v1.admin_pb2")
+        stubs = importlib.import_module("chronik.admin.v1.admin_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))
+    return pb, stubs

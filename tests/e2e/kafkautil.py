@@ -267,3 +267,13 @@ def assert_same_records(sent: list[Rec], got: list[Rec], check_headers: bool = T
     assert not missing, f"{len(missing)} of {len(sent)} acked records missing, e.g. {missing[:10]}"
     assert not wrong, f"{len(wrong)} records differ, e.g. {wrong[:3]}"
     assert len(got) == len(sent), f"log has {len(got)} records, produced {len(sent)}"
+
+
+def admin_stub(broker, admin_pb):
+    """An Admin gRPC stub for the broker's --cluster-addr (admin_pb: the conftest fixture)."""
+    import grpc
+
+    _, stubs = admin_pb
+    channel = grpc.insecure_channel(broker.admin_addr)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return stubs.AdminStub(channel)

@@ -92,13 +92,47 @@ impl PartitionShared {
         self.replicas.lock().unwrap().clone()
     }
 
-    /// Records the group's Raft view; cheap when nothing changed.
-    pub fn set_raft_view(&self, leader: u64, voters: &[u64], in_sync: &[u64]) {
-        self.leader.store(leader, Ordering::Release);
+    /// Records the group's Raft view as this node's driver sees it. Only a leader knows
+    /// which voters are in sync (`Some`); a follower keeps what its leader reported for
+    /// the same term and otherwise assumes just the leader.
+    pub fn set_raft_view(&self, leader: u64, term: u64, voters: &[u64], in_sync: Option<&[u64]>) {
         let mut r = self.replicas.lock().unwrap();
-        if r.0 != voters || r.1 != in_sync {
-            *r = (voters.to_vec(), in_sync.to_vec());
+        let known = self.leader.load(Ordering::Acquire);
+        let epoch = self.leader_epoch();
+        if (term as i32) < epoch || (term as i32 == epoch && leader == 0 && known != 0) {
+            // A leader's report arrived before our own Raft caught up (a newer term, or
+            // the leader of this term that we have not heard from yet): keep it.
+            return;
         }
+        let same_leadership =
+            self.leader.load(Ordering::Acquire) == leader && self.leader_epoch() == term as i32;
+        let in_sync = match in_sync {
+            Some(s) => s.to_vec(),
+            None if same_leadership && !r.1.is_empty() => r.1.clone(),
+            None => [leader].into_iter().filter(|id| *id != 0).collect(),
+        };
+        self.leader.store(leader, Ordering::Release);
+        self.set_leader_epoch(term as i32);
+        if r.0 != voters || r.1 != in_sync {
+            *r = (voters.to_vec(), in_sync);
+        }
+    }
+
+    /// Takes a leader's report of its group (from a peer, or for a partition this node
+    /// does not host). Reports from older terms than the one known are stale: ignored.
+    pub fn apply_report(&self, leader: u64, term: u64, voters: &[u64], in_sync: &[u64]) {
+        let mut r = self.replicas.lock().unwrap();
+        if (term as i32) < self.leader_epoch() {
+            return;
+        }
+        self.leader.store(leader, Ordering::Release);
+        self.set_leader_epoch(term as i32);
+        *r = (voters.to_vec(), in_sync.to_vec());
+    }
+
+    /// Whether `node` is the current leader as far as this broker knows.
+    pub fn is_led_by(&self, node: u64) -> bool {
+        self.leader() == Some(node)
     }
 
     pub fn log_bytes(&self) -> u64 {

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::CommittedOffset;
+use super::{BrokerRecord, CommittedOffset};
 use crate::log::PartitionShared;
 
 #[derive(Debug)]
@@ -21,8 +22,21 @@ pub struct TopicView {
 
 type OffsetKey = (String, String, i32);
 
+/// The metadata group's leader and term, as last seen or reported.
+#[derive(Debug, Default, Clone, Copy)]
+struct MetadataLeader {
+    leader: u64,
+    term: u64,
+}
+
 pub struct Catalog {
     topics: RwLock<BTreeMap<String, Arc<TopicView>>>,
+    brokers: RwLock<BTreeMap<u64, BrokerRecord>>,
+    cluster_id: RwLock<Option<String>>,
+    metadata_leader: Mutex<MetadataLeader>,
+    /// When each peer last reported its leaderships: a live peer reports every few
+    /// hundred milliseconds.
+    peer_seen: Mutex<HashMap<u64, Instant>>,
     offsets: RwLock<HashMap<OffsetKey, CommittedOffset>>,
     /// Bumped whenever records become visible, waking long-polling fetches.
     appended: watch::Sender<u64>,
@@ -33,6 +47,10 @@ impl Default for Catalog {
     fn default() -> Self {
         Catalog {
             topics: RwLock::default(),
+            brokers: RwLock::default(),
+            cluster_id: RwLock::default(),
+            metadata_leader: Mutex::default(),
+            peer_seen: Mutex::default(),
             offsets: RwLock::default(),
             appended: watch::channel(0).0,
             ready: AtomicBool::new(false),
@@ -63,6 +81,68 @@ impl Catalog {
         usize::try_from(partition)
             .ok()
             .and_then(|i| t.partitions.get(i).cloned())
+    }
+
+    /// Every partition, hosted here or not, by Raft group id.
+    pub fn partitions_by_group(&self) -> HashMap<u64, Arc<PartitionShared>> {
+        self.topics
+            .read()
+            .unwrap()
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.group, p.clone())))
+            .collect()
+    }
+
+    /// The cluster id from the metadata log, once a broker has named the cluster.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().unwrap().clone()
+    }
+
+    pub fn set_cluster_id(&self, id: String) {
+        *self.cluster_id.write().unwrap() = Some(id);
+    }
+
+    pub fn brokers(&self) -> Vec<BrokerRecord> {
+        self.brokers.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn broker(&self, id: u64) -> Option<BrokerRecord> {
+        self.brokers.read().unwrap().get(&id).cloned()
+    }
+
+    pub fn set_broker(&self, record: BrokerRecord) {
+        self.brokers.write().unwrap().insert(record.id, record);
+    }
+
+    /// The metadata group's leader (the controller, and every group's coordinator).
+    pub fn metadata_leader(&self) -> Option<u64> {
+        Some(self.metadata_leader.lock().unwrap().leader).filter(|id| *id != 0)
+    }
+
+    pub fn metadata_leader_term(&self) -> (u64, u64) {
+        let m = self.metadata_leader.lock().unwrap();
+        (m.leader, m.term)
+    }
+
+    /// Records the metadata group's leader for `term`; older terms are ignored.
+    pub fn set_metadata_leader(&self, leader: u64, term: u64) {
+        let mut m = self.metadata_leader.lock().unwrap();
+        if term >= m.term {
+            *m = MetadataLeader { leader, term };
+        }
+    }
+
+    pub fn peer_seen(&self, id: u64) {
+        self.peer_seen.lock().unwrap().insert(id, Instant::now());
+    }
+
+    /// Whether a peer reported within `window`.
+    pub fn peer_alive(&self, id: u64, window: Duration) -> bool {
+        self.peer_seen
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < window)
     }
 
     pub fn partition_count(&self) -> usize {

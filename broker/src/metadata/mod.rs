@@ -1,6 +1,6 @@
 //! The metadata state machine, replicated through Raft group 0 (as KRaft's metadata log):
-//! topics and their partition groups, producer-id allocation, and committed consumer
-//! offsets. Commands are proposed by request handlers and applied by the Raft driver.
+//! registered brokers, topics with their partition groups and replica assignments,
+//! producer-id allocation, and committed consumer offsets. Commands are proposed by request handlers and applied by the Raft driver.
 
 pub mod catalog;
 
@@ -24,6 +24,17 @@ pub enum Command {
         id: Uuid,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        /// Voters of each partition's group, by partition index; the proposer chooses
+        /// them so that applying stays deterministic.
+        #[serde(default)]
+        replicas: Vec<Vec<u64>>,
+    },
+    /// A broker announces (or updates) how clients and peers reach it.
+    RegisterBroker(BrokerRecord),
+    /// Names the cluster; only the first one applied counts, so every broker reports the
+    /// same id.
+    InitCluster {
+        id: String,
     },
     DeleteTopic {
         name: String,
@@ -50,9 +61,30 @@ pub struct TopicRecord {
     /// Raft group id of each partition, by partition index.
     pub groups: Vec<u64>,
     pub configs: BTreeMap<String, String>,
+    /// Initial voters of each partition's group. Empty for topics made by a single-node
+    /// broker before assignments were recorded: their one voter is that broker.
+    #[serde(default)]
+    pub replicas: Vec<Vec<u64>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+impl TopicRecord {
+    /// Initial voters of partition `index`, or `None` when the topic predates assignments.
+    pub fn replicas_of(&self, index: usize) -> Option<&[u64]> {
+        self.replicas.get(index).map(Vec::as_slice)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerRecord {
+    pub id: u64,
+    /// Advertised Kafka listener.
+    pub host: String,
+    pub port: i32,
+    /// Advertised cluster (gRPC) endpoint, host:port.
+    pub cluster_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     TopicCreated(String, TopicRecord),
     TopicExists,
@@ -60,6 +92,8 @@ pub enum Outcome {
     UnknownTopic,
     ProducerId(i64),
     OffsetsCommitted(String, Vec<CommittedOffset>),
+    BrokerRegistered(BrokerRecord),
+    ClusterId(String),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -73,6 +107,8 @@ struct Counters {
 pub struct MetadataMachine {
     pub applied_index: u64,
     pub topics: BTreeMap<String, TopicRecord>,
+    pub brokers: BTreeMap<u64, BrokerRecord>,
+    pub cluster_id: Option<String>,
     counters: Counters,
 }
 
@@ -84,6 +120,8 @@ impl MetadataMachine {
         let mut m = MetadataMachine {
             applied_index: 0,
             topics: BTreeMap::new(),
+            brokers: BTreeMap::new(),
+            cluster_id: None,
             counters: Counters {
                 next_group: 1,
                 next_producer_id: 1000,
@@ -97,6 +135,13 @@ impl MetadataMachine {
         }
         for (k, v) in scan(db, "topic")? {
             m.topics.insert(k, serde_json::from_slice(&v)?);
+        }
+        if let Some(v) = db.get(keys::metadata_key("cluster", "id"))? {
+            m.cluster_id = Some(String::from_utf8_lossy(&v).into_owned());
+        }
+        for (_, v) in scan(db, "broker")? {
+            let b: BrokerRecord = serde_json::from_slice(&v)?;
+            m.brokers.insert(b.id, b);
         }
         let mut offsets = Vec::new();
         for (_, v) in scan(db, "offset")? {
@@ -131,6 +176,7 @@ impl MetadataMachine {
                 id,
                 partitions,
                 configs,
+                replicas,
             } => {
                 if self.topics.contains_key(&name) {
                     return Outcome::TopicExists;
@@ -142,6 +188,7 @@ impl MetadataMachine {
                     id,
                     groups: (first..first + partitions as u64).collect(),
                     configs,
+                    replicas,
                 };
                 wb.put(
                     keys::metadata_key("topic", &name),
@@ -172,6 +219,19 @@ impl MetadataMachine {
                     );
                 }
                 Outcome::OffsetsCommitted(group, offsets)
+            }
+            Command::InitCluster { id } => {
+                let id = self.cluster_id.get_or_insert(id).clone();
+                wb.put(keys::metadata_key("cluster", "id"), id.as_bytes());
+                Outcome::ClusterId(id)
+            }
+            Command::RegisterBroker(record) => {
+                wb.put(
+                    keys::metadata_key("broker", &record.id.to_string()),
+                    serde_json::to_vec(&record).expect("serializable"),
+                );
+                self.brokers.insert(record.id, record.clone());
+                Outcome::BrokerRegistered(record)
             }
         }
     }
@@ -215,6 +275,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: 3,
             configs: BTreeMap::new(),
+            replicas: vec![vec![1]; 3],
         };
         let data = serde_json::to_vec(&create).unwrap();
         assert!(matches!(

@@ -37,17 +37,17 @@ pub async fn handle(
     for t in req.topics {
         let outcome = match validate(broker, &t) {
             Err(e) => Err(e),
-            Ok((partitions, _)) if req.validate_only => Ok((Uuid::nil(), partitions)),
-            Ok((partitions, configs)) => create(broker, &t.name, partitions, configs)
+            Ok((partitions, rf, _)) if req.validate_only => Ok((Uuid::nil(), partitions, rf)),
+            Ok((partitions, rf, configs)) => create(broker, &t.name, partitions, rf, configs)
                 .await
-                .map(|id| (id, partitions)),
+                .map(|id| (id, partitions, rf)),
         };
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         results.push(match outcome {
-            Ok((id, partitions)) if version >= 5 => result
+            Ok((id, partitions, rf)) if version >= 5 => result
                 .with_topic_id(if version >= 7 { id } else { Uuid::nil() })
                 .with_num_partitions(partitions)
-                .with_replication_factor(1),
+                .with_replication_factor(rf),
             Ok(_) => result,
             Err((code, message)) => result
                 .with_error_code(code)
@@ -57,7 +57,7 @@ pub async fn handle(
     CreateTopicsResponse::default().with_topics(results)
 }
 
-type Validated = (i32, BTreeMap<String, String>);
+type Validated = (i32, i16, BTreeMap<String, String>);
 
 fn validate(
     broker: &Broker,
@@ -86,10 +86,13 @@ fn validate(
         -1 => broker.settings.default_replication_factor,
         n => n,
     };
-    if rf != 1 {
+    let available = super::metadata::known_brokers(broker).len();
+    if rf < 1 || rf as usize > available {
         return Err((
             errors::INVALID_REPLICATION_FACTOR,
-            format!("replication factor {rf} is larger than the 1 available broker"),
+            format!(
+                "replication factor must be between 1 and the {available} registered broker(s), got {rf}"
+            ),
         ));
     }
     let mut configs = BTreeMap::new();
@@ -103,7 +106,7 @@ fn validate(
         check_config(name, &value)?;
         configs.insert(name.to_string(), value);
     }
-    Ok((partitions, configs))
+    Ok((partitions, rf, configs))
 }
 
 fn check_config(name: &str, value: &str) -> Result<(), CreateError> {
@@ -136,25 +139,53 @@ pub fn validate_name(name: &str) -> Result<(), i16> {
     Ok(())
 }
 
-/// Commits a new topic; returns its id once every partition group is up.
+/// Places `rf` replicas of each partition on `brokers` (sorted ids) as Kafka does:
+/// partition i starts at broker `start + i` and the others follow in order, so the first
+/// replica (the preferred leader) rotates and leadership spreads evenly.
+pub fn assign(brokers: &[u64], partitions: i32, rf: usize, start: usize) -> Vec<Vec<u64>> {
+    let n = brokers.len();
+    (0..partitions.max(0) as usize)
+        .map(|i| {
+            (0..rf.min(n))
+                .map(|j| brokers[(start + i + j) % n])
+                .collect()
+        })
+        .collect()
+}
+
+/// Commits a new topic with its replica assignment; returns its id once committed.
 pub async fn create(
     broker: &Arc<Broker>,
     name: &str,
     partitions: i32,
+    rf: i16,
     configs: BTreeMap<String, String>,
 ) -> Result<Uuid, CreateError> {
     let id = Uuid::new_v4();
+    let mut brokers: Vec<u64> = super::metadata::known_brokers(broker)
+        .iter()
+        .map(|b| b.0 as u64)
+        .collect();
+    brokers.sort_unstable();
+    if rf < 1 || rf as usize > brokers.len() {
+        return Err((
+            errors::INVALID_REPLICATION_FACTOR,
+            format!(
+                "replication factor {rf} needs more than the {} registered broker(s)",
+                brokers.len()
+            ),
+        ));
+    }
+    // A random first broker, as Kafka picks, so that topics do not all start on one.
+    let start = (id.as_u128() % brokers.len() as u128) as usize;
     let command = Command::CreateTopic {
         name: name.to_string(),
         id,
         partitions,
         configs,
+        replicas: assign(&brokers, partitions, rf as usize, start),
     };
-    match broker
-        .raft
-        .propose_metadata(&command, Duration::from_secs(30))
-        .await
-    {
+    match crate::cluster::propose_metadata(broker, &command, Duration::from_secs(30)).await {
         Ok(Outcome::TopicCreated(..)) => {
             tracing::info!(topic = name, partitions, "topic created");
             Ok(id)
@@ -185,6 +216,23 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn assignment_rotates_leaders_and_never_repeats_a_broker() {
+        let a = assign(&[1, 2, 3], 6, 3, 1);
+        assert_eq!(a[0], vec![2, 3, 1]);
+        assert_eq!(a[1], vec![3, 1, 2]);
+        let mut leaders: Vec<u64> = a.iter().map(|r| r[0]).collect();
+        leaders.sort_unstable();
+        assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+        for r in &a {
+            let mut d = r.clone();
+            d.sort_unstable();
+            d.dedup();
+            assert_eq!(d.len(), 3);
+        }
+        assert_eq!(assign(&[1, 2, 3], 2, 1, 0), vec![vec![1], vec![2]]);
     }
 
     #[test]

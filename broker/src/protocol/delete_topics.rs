@@ -48,9 +48,7 @@ pub async fn handle(
         let command = Command::DeleteTopic {
             name: view.name.clone(),
         };
-        let code = match broker
-            .raft
-            .propose_metadata(&command, Duration::from_secs(30))
+        let code = match crate::cluster::propose_metadata(broker, &command, Duration::from_secs(30))
             .await
         {
             Ok(Outcome::TopicDeleted(..)) => errors::NONE,

@@ -1,4 +1,5 @@
-//! DescribeCluster: the brokers of the cluster (this one) and the cluster id.
+//! DescribeCluster: the registered brokers, the controller (the metadata group's leader)
+//! and the cluster id.
 
 use std::sync::Arc;
 
@@ -9,11 +10,19 @@ use super::str_bytes;
 use crate::broker::Broker;
 
 pub fn handle(broker: &Arc<Broker>, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let brokers = super::metadata::known_brokers(broker)
+        .into_iter()
+        .map(|(id, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
     DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id))
-            .with_host(str_bytes(broker.host.clone()))
-            .with_port(broker.port)])
+        .with_cluster_id(str_bytes(broker.cluster_id()))
+        .with_controller_id(BrokerId(
+            broker.catalog.metadata_leader().map_or(-1, |id| id as i32),
+        ))
+        .with_brokers(brokers)
 }

@@ -11,6 +11,7 @@ pub const NOT_LEADER_OR_FOLLOWER: i16 = E::NotLeaderOrFollower.code();
 pub const LEADER_NOT_AVAILABLE: i16 = E::LeaderNotAvailable.code();
 pub const REQUEST_TIMED_OUT: i16 = E::RequestTimedOut.code();
 pub const COORDINATOR_NOT_AVAILABLE: i16 = E::CoordinatorNotAvailable.code();
+pub const NOT_COORDINATOR: i16 = E::NotCoordinator.code();
 pub const INVALID_TOPIC_EXCEPTION: i16 = E::InvalidTopicException.code();
 pub const ILLEGAL_GENERATION: i16 = E::IllegalGeneration.code();
 pub const INCONSISTENT_GROUP_PROTOCOL: i16 = E::InconsistentGroupProtocol.code();

@@ -67,6 +67,12 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                 partitions.push(data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
                 continue;
             };
+            if !broker.leads(&p) {
+                // Clients fetch from leaders; this one refreshes its metadata and moves on.
+                errored = true;
+                partitions.push(data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
+                continue;
+            }
             let (hw, start) = (p.high_watermark(), p.log_start());
             let data = data
                 .with_high_watermark(hw)

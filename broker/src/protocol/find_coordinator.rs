@@ -1,5 +1,5 @@
-//! FindCoordinator: this broker coordinates every consumer group. Transaction
-//! coordination is not offered.
+//! FindCoordinator: the metadata group's leader coordinates every consumer group (it
+//! commits their offsets without a hop). Transaction coordination is not offered.
 
 use std::sync::Arc;
 
@@ -16,22 +16,25 @@ pub fn handle(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (code, message) = if req.key_type == GROUP_KEY {
-        (errors::NONE, None)
-    } else {
-        (
+    let coordinator = broker.catalog.metadata_leader().and_then(|id| {
+        super::metadata::known_brokers(broker)
+            .into_iter()
+            .find(|b| b.0 == id as i32)
+    });
+    let (code, message) = match (&coordinator, req.key_type == GROUP_KEY) {
+        (_, false) => (
             errors::COORDINATOR_NOT_AVAILABLE,
             Some(str_bytes("transactions are not supported")),
-        )
+        ),
+        (None, true) => (
+            errors::COORDINATOR_NOT_AVAILABLE,
+            Some(str_bytes("the metadata group has no leader yet")),
+        ),
+        (Some(_), true) => (errors::NONE, None),
     };
-    let (node, host, port) = if code == errors::NONE {
-        (
-            BrokerId(broker.node_id),
-            str_bytes(broker.host.clone()),
-            broker.port,
-        )
-    } else {
-        (BrokerId(-1), str_bytes(""), -1)
+    let (node, host, port) = match coordinator {
+        Some((id, host, port)) if code == errors::NONE => (BrokerId(id), str_bytes(host), port),
+        _ => (BrokerId(-1), str_bytes(""), -1),
     };
     if version >= 4 {
         let coordinators = req

@@ -17,10 +17,12 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitPro
     if req.transactional_id.is_some() {
         return response.with_error_code(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     }
-    match broker
-        .raft
-        .propose_metadata(&Command::AllocateProducerId, Duration::from_secs(30))
-        .await
+    match crate::cluster::propose_metadata(
+        broker,
+        &Command::AllocateProducerId,
+        Duration::from_secs(30),
+    )
+    .await
     {
         Ok(Outcome::ProducerId(id)) => response
             .with_producer_id(ProducerId(id))

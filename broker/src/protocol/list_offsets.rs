@@ -32,6 +32,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     let Some(p) = broker.catalog.partition(&t.name, lp.partition_index) else {
                         return r.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION);
                     };
+                    if !broker.leads(&p) {
+                        return r.with_error_code(errors::NOT_LEADER_OR_FOLLOWER);
+                    }
                     let found = match lp.timestamp {
                         LATEST => Some((p.high_watermark(), -1)),
                         EARLIEST => Some((p.log_start(), -1)),

@@ -1,4 +1,5 @@
-//! Metadata: brokers, and topics with their partitions. Unknown topics are created when
+//! Metadata: brokers, the controller, and topics with their partitions' leaders, replicas
+//! and in-sync replicas (from this broker's view, kept current by leadership reports). Unknown topics are created when
 //! the client allows it and `auto_create_topics` is on.
 
 use std::sync::Arc;
@@ -57,19 +58,41 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             out
         }
     };
+    let brokers = known_brokers(broker)
+        .into_iter()
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.node_id))
-            .with_host(str_bytes(broker.host.clone()))
-            .with_port(broker.port)])
+        .with_brokers(brokers)
         .with_topics(topics);
     if version >= 1 {
-        response.controller_id = BrokerId(broker.node_id);
+        response.controller_id =
+            BrokerId(broker.catalog.metadata_leader().map_or(-1, |id| id as i32));
     }
     if version >= 2 {
-        response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
+        response.cluster_id = Some(str_bytes(broker.cluster_id()));
     }
     response
+}
+
+/// Every registered broker as (id, host, port); this one is listed even before its
+/// registration is applied, so a client always has somewhere to go.
+pub fn known_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
+    let mut brokers: Vec<(i32, String, i32)> = broker
+        .catalog
+        .brokers()
+        .into_iter()
+        .map(|b| (b.id as i32, b.host, b.port))
+        .collect();
+    if !brokers.iter().any(|b| b.0 == broker.node_id) {
+        brokers.push((broker.node_id, broker.host.clone(), broker.port));
+    }
+    brokers
 }
 
 /// Looks a topic up, creating it if allowed; `Ok(None)` means unknown and not created.
@@ -86,7 +109,8 @@ async fn lookup_or_create(
     }
     create_topics::validate_name(name)?;
     let partitions = broker.settings.default_partitions;
-    match create_topics::create(broker, name, partitions, Default::default()).await {
+    let rf = broker.settings.default_replication_factor;
+    match create_topics::create(broker, name, partitions, rf, Default::default()).await {
         Ok(_) | Err((errors::TOPIC_ALREADY_EXISTS, _)) => Ok(broker.catalog.topic(name)),
         Err((code, _)) => Err(code),
     }

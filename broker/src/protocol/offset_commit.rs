@@ -15,10 +15,13 @@ use crate::metadata::{Command, CommittedOffset, Outcome};
 
 pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.to_string();
-    let membership =
+    let membership = if broker.is_group_coordinator() {
         broker
             .groups
-            .validate_commit(&group, &req.member_id, req.generation_id_or_member_epoch);
+            .validate_commit(&group, &req.member_id, req.generation_id_or_member_epoch)
+    } else {
+        errors::NOT_COORDINATOR
+    };
     let mut offsets = Vec::new();
     // (topic, partition, error known before proposing)
     let mut results: Vec<(usize, i32, i16)> = Vec::new();
@@ -49,11 +52,7 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
         errors::NONE
     } else {
         let command = Command::CommitOffsets { group, offsets };
-        match broker
-            .raft
-            .propose_metadata(&command, Duration::from_secs(30))
-            .await
-        {
+        match crate::cluster::propose_metadata(broker, &command, Duration::from_secs(30)).await {
             Ok(Outcome::OffsetsCommitted(..)) => errors::NONE,
             Ok(_) => errors::UNKNOWN_SERVER_ERROR,
             Err(e) => errors::for_propose(e),

@@ -30,6 +30,9 @@ pub fn handle(
                         .with_end_offset(-1);
                     match broker.catalog.partition(&t.topic, op.partition) {
                         None => r.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                        Some(p) if !broker.leads(&p) => {
+                            r.with_error_code(errors::NOT_LEADER_OR_FOLLOWER)
+                        }
                         Some(p) => {
                             let (epoch, end) =
                                 read::epoch_end_offset(&broker.db, &p, op.leader_epoch);

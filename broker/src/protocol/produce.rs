@@ -49,6 +49,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                     PartitionWork::Failed(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 }
                 None => PartitionWork::Failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(shared) if !broker.leads(&shared) => {
+                    PartitionWork::Failed(errors::NOT_LEADER_OR_FOLLOWER)
+                }
                 Some(shared) => propose(broker, shared, p.records.unwrap_or_default(), max_batch),
             };
             partitions.push((p.index, item));

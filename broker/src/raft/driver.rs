@@ -9,6 +9,11 @@
 //! or acknowledged before its fsync. Applied state goes into a second, unsynced batch: it
 //! can be rebuilt from the log, so it needs no fsync of its own. The loop sleeps on its
 //! channel between rounds; it never polls.
+//!
+//! Messages to peers are collected over a round and handed to the [`Transport`] once per
+//! destination (batched Raft traffic). Those that raft-rs allows before persisting (a
+//! leader's appends) leave at once; the rest (votes, append responses) are held until the
+//! writer reports their Ready durable.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -16,12 +21,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use raft::eraftpb::{Entry, EntryType};
+use prost011::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::RawNode;
 use rocksdb::WriteBatch;
 
 use super::writer::{self, PersistJob};
-use super::{Applied, DriverMsg, ProposeError, RaftHandle, Reply};
+use super::{Applied, DriverMsg, ProposeError, RaftHandle, Reply, Transport};
 use crate::log::{self, AppendOutcome, PartitionMachine, PartitionShared};
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord, TopicView};
 use crate::metrics;
@@ -30,6 +36,9 @@ use crate::storage::{self, keys, Db, GroupStorage};
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub node_id: u64,
+    /// Voters of the metadata group when this node creates it: every broker of a new
+    /// cluster, this one included.
+    pub voters: Vec<u64>,
     pub tick: Duration,
     pub retention_check: Duration,
     pub retention_ms: i64,
@@ -48,7 +57,20 @@ struct Group {
     partition: Option<PartitionMachine>,
     proposals: BTreeMap<u64, Proposal>,
     applied: u64,
+    /// Ticks left during which this node, the preferred leader of a new group, campaigns
+    /// again while no leader is known (its first vote requests may reach peers that have
+    /// not created the group yet).
+    preferred_ticks: u8,
+    /// When each voter last had every committed entry (leader only): the basis of ISR.
+    caught_up: HashMap<u64, Instant>,
 }
+
+/// A voter stays in sync while it caught up with the commit index this recently and the
+/// leader heard from it within the last election timeout (Kafka's replica.lag.time.max.ms).
+const ISR_LAG: Duration = Duration::from_secs(3);
+
+/// Ticks of a new group during which its preferred leader retries its campaign.
+const PREFERRED_CAMPAIGN_TICKS: u8 = 9;
 
 /// What one round of Ready handling must do once its writes are on disk.
 #[derive(Default)]
@@ -68,6 +90,11 @@ pub struct Driver {
     logger: slog::Logger,
     /// `None` while starting up, when Readies are persisted synchronously.
     writer: Option<mpsc::Sender<PersistJob>>,
+    transport: Box<dyn Transport>,
+    /// Messages to send at the end of this round, by destination node.
+    outbox: HashMap<u64, Vec<(u64, Message)>>,
+    /// Messages that may leave only once their Ready (group, number) is durable.
+    held: HashMap<(u64, u64), Vec<Message>>,
 }
 
 impl Driver {
@@ -76,11 +103,18 @@ impl Driver {
         cfg: DriverConfig,
         db: Db,
         catalog: Arc<Catalog>,
+        transport: Box<dyn Transport>,
     ) -> anyhow::Result<(RaftHandle, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
         let (meta, offsets) = MetadataMachine::load(&db)?;
         for (group, o) in offsets {
             catalog.set_offset(&group, o);
+        }
+        for b in meta.brokers.values() {
+            catalog.set_broker(b.clone());
+        }
+        if let Some(id) = &meta.cluster_id {
+            catalog.set_cluster_id(id.clone());
         }
         let mut driver = Driver {
             cfg,
@@ -89,10 +123,14 @@ impl Driver {
             rx,
             groups: HashMap::new(),
             meta,
-            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            logger: super::logger::root(),
             writer: None,
+            transport,
+            outbox: HashMap::new(),
+            held: HashMap::new(),
         };
-        driver.open_group(metadata::METADATA_GROUP, None)?;
+        let voters = driver.cfg.voters.clone();
+        driver.open_group(metadata::METADATA_GROUP, None, &voters)?;
         let topics: Vec<(String, TopicRecord)> = driver
             .meta
             .topics
@@ -104,9 +142,9 @@ impl Driver {
         }
         // Replay what was committed but not yet applied before the last shutdown.
         while driver.handle_readies()? {}
+        driver.flush_outbox();
         let (writer_tx, writer_thread) = writer::start(driver.db.clone(), tx.clone())?;
         driver.writer = Some(writer_tx);
-        driver.catalog.set_ready();
         tracing::info!(
             groups = driver.groups.len(),
             topics = driver.meta.topics.len(),
@@ -145,6 +183,14 @@ impl Driver {
             if now >= next_tick {
                 for g in self.groups.values_mut() {
                     g.node.tick();
+                    retry_preferred_campaign(g);
+                    // Followers catch up without producing a Ready on the leader, so the
+                    // leader refreshes its in-sync view on the clock too.
+                    if g.node.raft.state == raft::StateRole::Leader {
+                        if let Some(p) = &g.partition {
+                            publish_raft_view(&g.node, &mut g.caught_up, &p.shared);
+                        }
+                    }
                 }
                 next_tick = now + self.cfg.tick;
             }
@@ -165,6 +211,7 @@ impl Driver {
                     }
                 }
             }
+            self.flush_outbox();
         }
         self.stop();
     }
@@ -184,14 +231,68 @@ impl Driver {
             }
             DriverMsg::Persisted(readies) => {
                 for (gid, number) in readies {
+                    self.on_persisted(gid, number);
+                }
+                true
+            }
+            DriverMsg::Step(messages) => {
+                for (gid, m) in messages {
+                    // A group not (yet) known here, e.g. a topic whose creation this node
+                    // has not applied: drop; the leader sends again.
                     if let Some(g) = self.groups.get_mut(&gid) {
-                        g.node.on_persist_ready(number);
+                        if let Err(e) = g.node.step(m) {
+                            tracing::debug!(group = gid, error = %e, "raft message rejected");
+                        }
                     }
                 }
                 true
             }
+            DriverMsg::TransferLeadership(reply) => {
+                let _ = reply.send(self.transfer_leadership());
+                true
+            }
             DriverMsg::Shutdown => false,
         }
+    }
+
+    fn on_persisted(&mut self, gid: u64, number: u64) {
+        if let Some(messages) = self.held.remove(&(gid, number)) {
+            queue_messages(&mut self.outbox, gid, messages);
+        }
+        if let Some(g) = self.groups.get_mut(&gid) {
+            g.node.on_persist_ready(number);
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        for (to, messages) in self.outbox.drain() {
+            self.transport.send(to, messages);
+        }
+    }
+
+    /// Asks each group this node leads to hand leadership to its most caught-up other
+    /// voter (raft-rs sends it TimeoutNow once it has every entry).
+    fn transfer_leadership(&mut self) -> usize {
+        let me = self.cfg.node_id;
+        let mut started = 0;
+        for g in self.groups.values_mut() {
+            let raft = &g.node.raft;
+            if raft.state != raft::StateRole::Leader {
+                continue;
+            }
+            let voters = raft.prs().conf().voters().ids();
+            let target = raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != me && voters.contains(**id))
+                .max_by_key(|(_, p)| p.matched)
+                .map(|(id, _)| *id);
+            if let Some(to) = target {
+                g.node.transfer_leader(to);
+                started += 1;
+            }
+        }
+        started
     }
 
     fn propose(&mut self, group: u64, data: Vec<u8>, reply: Reply) {
@@ -241,13 +342,17 @@ impl Driver {
         for id in ids {
             let g = self.groups.get_mut(&id).expect("listed above");
             let mut rd = g.node.ready();
-            // Messages to peers would be sent here, before persisting; a group whose only
-            // voter is this node has none.
+            queue_messages(&mut self.outbox, id, rd.take_messages());
+            if !rd.snapshot().is_empty() {
+                tracing::warn!(group = id, "ignoring a Raft snapshot: not supported yet");
+            }
             let committed = rd.take_committed_entries();
             apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
             if rd.entries().is_empty() && rd.hs().is_none() {
                 // Nothing to persist: finish this Ready in place.
+                queue_messages(&mut self.outbox, id, rd.take_persisted_messages());
                 let mut light = g.node.advance(rd);
+                queue_messages(&mut self.outbox, id, light.take_messages());
                 if let Some(commit) = light.commit_index() {
                     g.node.mut_store().stage_commit(commit, &mut apply_wb);
                 }
@@ -260,12 +365,20 @@ impl Driver {
                         .mut_store()
                         .stage_hard_state(hs.clone(), &mut raft_wb);
                 }
+                let held = rd.take_persisted_messages();
+                if !held.is_empty() {
+                    self.held.insert((id, rd.number()), held);
+                }
                 persisting.push((id, rd.number()));
                 g.node.advance_append_async(rd);
             }
             g.node.advance_apply_to(g.applied);
-            if let Some(p) = &g.partition {
-                publish_raft_view(&g.node, &p.shared);
+            g.node.mut_store().release_cache(g.applied);
+            match &g.partition {
+                Some(p) => publish_raft_view(&g.node, &mut g.caught_up, &p.shared),
+                None => self
+                    .catalog
+                    .set_metadata_leader(g.node.raft.leader_id, g.node.raft.term),
             }
         }
         if !persisting.is_empty() {
@@ -313,9 +426,7 @@ impl Driver {
         let mut job = job;
         storage::write(&self.db, std::mem::take(&mut job.batch), true)?;
         for (gid, number) in job.written() {
-            if let Some(g) = self.groups.get_mut(&gid) {
-                g.node.on_persist_ready(number);
-            }
+            self.on_persisted(gid, number);
         }
         Ok(())
     }
@@ -354,17 +465,33 @@ impl Driver {
                     self.catalog.set_offset(&group, o);
                 }
             }
+            Outcome::ClusterId(id) => self.catalog.set_cluster_id(id),
+            Outcome::BrokerRegistered(record) => {
+                tracing::info!(node = record.id, kafka = %format!("{}:{}", record.host, record.port), cluster = %record.cluster_addr, "broker registered");
+                self.catalog.set_broker(record);
+            }
             _ => {}
         }
         Ok(())
     }
 
+    /// Opens the groups of the partitions this node is a replica of; the others get a
+    /// view only, kept current by their leaders' reports.
     fn open_topic(&mut self, name: &str, record: &TopicRecord) -> anyhow::Result<()> {
+        let me = self.cfg.node_id;
         let mut partitions = Vec::with_capacity(record.groups.len());
         for (i, &gid) in record.groups.iter().enumerate() {
             let shared = Arc::new(PartitionShared::new(name.to_string(), i as i32, gid));
-            let machine = PartitionMachine::load(&self.db, shared.clone())?;
-            self.open_group(gid, Some(machine))?;
+            let replicas = record
+                .replicas_of(i)
+                .map(<[u64]>::to_vec)
+                .unwrap_or_else(|| vec![me]);
+            if replicas.contains(&me) {
+                let machine = PartitionMachine::load(&self.db, shared.clone())?;
+                self.open_group(gid, Some(machine), &replicas)?;
+            } else {
+                shared.apply_report(0, 0, &replicas, &[]);
+            }
             partitions.push(shared);
         }
         self.catalog.insert_topic(TopicView {
@@ -376,16 +503,21 @@ impl Driver {
         Ok(())
     }
 
-    /// Loads a group from disk (creating it with this node as sole voter if new).
-    fn open_group(&mut self, gid: u64, partition: Option<PartitionMachine>) -> anyhow::Result<()> {
+    /// Loads a group from disk, or creates it with `voters` as its initial voters.
+    fn open_group(
+        &mut self,
+        gid: u64,
+        partition: Option<PartitionMachine>,
+        voters: &[u64],
+    ) -> anyhow::Result<()> {
         let node_id = self.cfg.node_id;
-        let mut storage = match GroupStorage::load(self.db.clone(), gid)? {
-            Some(s) => s,
+        let (mut storage, created) = match GroupStorage::load(self.db.clone(), gid)? {
+            Some(s) => (s, false),
             None => {
                 let mut wb = WriteBatch::default();
-                let s = GroupStorage::create(self.db.clone(), gid, vec![node_id], &mut wb);
+                let s = GroupStorage::create(self.db.clone(), gid, voters.to_vec(), &mut wb);
                 storage::write(&self.db, wb, true)?;
-                s
+                (s, true)
             }
         };
         let applied = match &partition {
@@ -412,8 +544,11 @@ impl Driver {
             ..Default::default()
         };
         let mut node = RawNode::new(&config, storage, &self.logger)?;
-        if sole_voter {
-            // No one else can win; do not wait out an election timeout.
+        // A sole voter cannot lose, and a new group's first replica is its preferred
+        // leader (assignments rotate it, spreading leadership): neither waits out an
+        // election timeout.
+        let preferred = created && voters.len() > 1 && voters.first() == Some(&node_id);
+        if sole_voter || preferred {
             node.campaign()?;
         }
         self.groups.insert(
@@ -423,6 +558,12 @@ impl Driver {
                 partition,
                 proposals: BTreeMap::new(),
                 applied,
+                preferred_ticks: if preferred {
+                    PREFERRED_CAMPAIGN_TICKS
+                } else {
+                    0
+                },
+                caught_up: HashMap::new(),
             },
         );
         Ok(())
@@ -467,6 +608,11 @@ impl Driver {
                 let Some((new_start, raft_index, dropped)) = plan else {
                     continue;
                 };
+                if !followers_have(&g.node, raft_index) {
+                    // Compacting entries a follower still needs would leave it to a
+                    // snapshot; wait until every voter has them.
+                    continue;
+                }
                 wb.delete_range(
                     keys::offset_index_key(*gid, 0),
                     keys::offset_index_key(*gid, new_start),
@@ -486,28 +632,101 @@ impl Driver {
     }
 }
 
-/// Shares the group's leader, term, voters and in-sync voters with request handlers and
-/// the admin API. A voter is in sync when it has every committed entry; only the leader
-/// tracks that, so followers report just the leader as in sync.
-fn publish_raft_view(node: &RawNode<GroupStorage>, shared: &PartitionShared) {
+fn retry_preferred_campaign(g: &mut Group) {
+    if g.preferred_ticks == 0 {
+        return;
+    }
+    g.preferred_ticks -= 1;
+    if g.node.raft.leader_id != 0 {
+        g.preferred_ticks = 0;
+    } else if g.preferred_ticks.is_multiple_of(3) {
+        let _ = g.node.campaign();
+    }
+}
+
+/// Whether every voter has the entries up to `index` (always true on a follower, which
+/// does not know its peers' progress and only compacts what it has applied itself).
+fn followers_have(node: &RawNode<GroupStorage>, index: u64) -> bool {
     let raft = &node.raft;
-    shared.set_leader_epoch(raft.term as i32);
+    if raft.state != raft::StateRole::Leader {
+        return true;
+    }
+    raft.prs()
+        .conf()
+        .voters()
+        .ids()
+        .iter()
+        .all(|id| raft.prs().get(id).is_some_and(|p| p.matched >= index))
+}
+
+/// Shares the group's leader, term, voters and in-sync voters with request handlers and
+/// the admin API. Only the leader knows which voters are in sync (followers learn it from
+/// the leader's reports): those that had every committed entry within [`ISR_LAG`] and
+/// that it heard from recently.
+fn publish_raft_view(
+    node: &RawNode<GroupStorage>,
+    caught_up: &mut HashMap<u64, Instant>,
+    shared: &PartitionShared,
+) {
+    let raft = &node.raft;
     let mut voters: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
     voters.sort_unstable();
-    let in_sync: Vec<u64> = if raft.state == raft::StateRole::Leader {
+    let in_sync: Option<Vec<u64>> = (raft.state == raft::StateRole::Leader).then(|| {
         let committed = raft.raft_log.committed;
+        let now = Instant::now();
         voters
             .iter()
             .copied()
-            .filter(|id| raft.prs().get(*id).is_some_and(|p| p.matched >= committed))
+            .filter(|id| {
+                let Some(p) = raft.prs().get(*id) else {
+                    return false;
+                };
+                if *id == raft.id {
+                    return true;
+                }
+                if p.matched >= committed {
+                    caught_up.insert(*id, now);
+                }
+                p.recent_active
+                    && caught_up
+                        .get(id)
+                        .is_some_and(|t| now.duration_since(*t) < ISR_LAG)
+            })
             .collect()
+    });
+    shared.set_raft_view(raft.leader_id, raft.term, &voters, in_sync.as_deref());
+}
+
+fn queue_messages(
+    outbox: &mut HashMap<u64, Vec<(u64, Message)>>,
+    gid: u64,
+    messages: Vec<Message>,
+) {
+    for m in messages {
+        outbox.entry(m.to).or_default().push((gid, m));
+    }
+}
+
+/// Applies a committed membership change to the group and stores its new voters.
+fn apply_conf_change(gid: u64, g: &mut Group, e: &Entry, wb: &mut WriteBatch) {
+    let result = if e.entry_type == EntryType::EntryConfChange as i32 {
+        ConfChange::decode(e.data.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|cc| g.node.apply_conf_change(&cc).map_err(|e| e.to_string()))
     } else {
-        vec![raft.leader_id]
-            .into_iter()
-            .filter(|id| *id != 0)
-            .collect()
+        ConfChangeV2::decode(e.data.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|cc| g.node.apply_conf_change(&cc).map_err(|e| e.to_string()))
     };
-    shared.set_raft_view(raft.leader_id, &voters, &in_sync);
+    match result {
+        Ok(cs) => {
+            tracing::info!(group = gid, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+            g.node.mut_store().stage_conf_state(cs, wb);
+        }
+        Err(err) => {
+            tracing::error!(group = gid, index = e.index, error = %err, "bad membership change")
+        }
+    }
 }
 
 /// Applies committed entries of one group and resolves the proposals waiting on them.
@@ -522,7 +741,8 @@ fn apply_entries(
     for e in entries {
         g.applied = e.index;
         let outcome = if e.entry_type != EntryType::EntryNormal as i32 {
-            None // membership changes arrive with multi-node replication
+            apply_conf_change(gid, g, &e, wb);
+            None
         } else if let Some(p) = g.partition.as_mut() {
             let out = p.apply(e.index, e.term, &e.data, wb);
             if let Some(AppendOutcome::Appended { .. }) = out {
@@ -537,6 +757,8 @@ fn apply_entries(
                     Outcome::TopicCreated(..)
                         | Outcome::TopicDeleted(..)
                         | Outcome::OffsetsCommitted(..)
+                        | Outcome::BrokerRegistered(..)
+                        | Outcome::ClusterId(..)
                 ) {
                     round.effects.push(o.clone());
                 }
@@ -571,6 +793,7 @@ mod tests {
     fn config() -> DriverConfig {
         DriverConfig {
             node_id: 1,
+            voters: vec![1],
             tick: Duration::from_millis(100),
             retention_check: Duration::from_secs(3600),
             retention_ms: -1,
@@ -584,6 +807,7 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             partitions,
             configs: Default::default(),
+            replicas: vec![],
         };
         match h.propose_metadata(&command, Duration::from_secs(5)).await {
             Ok(Outcome::TopicCreated(_, record)) => record.groups,
@@ -596,7 +820,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = storage::open(dir.path()).unwrap();
         let catalog = Arc::new(Catalog::default());
-        let (h, thread) = Driver::start(config(), db.clone(), catalog.clone()).unwrap();
+        let (h, thread) = Driver::start(
+            config(),
+            db.clone(),
+            catalog.clone(),
+            Box::new(crate::raft::NoPeers),
+        )
+        .unwrap();
         let groups = create_topic(&h, "t", 4).await;
         assert_eq!(catalog.topic("t").unwrap().partitions.len(), 4);
 
@@ -636,7 +866,13 @@ mod tests {
         // Restart from disk: topics, offsets and the data itself are back.
         let db = storage::open(dir.path()).unwrap();
         let catalog = Arc::new(Catalog::default());
-        let (h, thread) = Driver::start(config(), db.clone(), catalog.clone()).unwrap();
+        let (h, thread) = Driver::start(
+            config(),
+            db.clone(),
+            catalog.clone(),
+            Box::new(crate::raft::NoPeers),
+        )
+        .unwrap();
         let t = catalog.topic("t").expect("topic survives restart");
         for p in &t.partitions {
             assert_eq!(p.high_watermark(), 100);
@@ -665,12 +901,19 @@ mod tests {
         let catalog = Arc::new(Catalog::default());
         let mut cfg = config();
         cfg.retention_check = Duration::from_millis(200);
-        let (h, thread) = Driver::start(cfg, db.clone(), catalog.clone()).unwrap();
+        let (h, thread) = Driver::start(
+            cfg,
+            db.clone(),
+            catalog.clone(),
+            Box::new(crate::raft::NoPeers),
+        )
+        .unwrap();
         let command = Command::CreateTopic {
             name: "small".into(),
             id: uuid::Uuid::new_v4(),
             partitions: 1,
             configs: [("retention.bytes".to_string(), "1000".to_string())].into(),
+            replicas: vec![],
         };
         let group = match h.propose_metadata(&command, Duration::from_secs(5)).await {
             Ok(Outcome::TopicCreated(_, r)) => r.groups[0],

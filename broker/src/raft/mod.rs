@@ -1,12 +1,15 @@
 //! Raft replication: one driver thread runs every group (the metadata group and one group
-//! per partition), and request handlers talk to it through a [`RaftHandle`].
+//! per partition), and request handlers talk to it through a [`RaftHandle`]. Messages to
+//! other brokers leave through a [`Transport`]; theirs arrive through [`RaftHandle::step`].
 
 mod driver;
+mod logger;
 mod writer;
 
 use std::sync::mpsc;
 use std::time::Duration;
 
+use raft::eraftpb::Message;
 use tokio::sync::oneshot;
 
 pub use driver::{Driver, DriverConfig};
@@ -35,6 +38,25 @@ pub enum ProposeError {
 
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
+/// Carries Raft messages to other brokers: `(group, message)` pairs, all for node `to`.
+/// Sending must not block the driver; a lost message is fine, Raft sends again.
+pub trait Transport: Send + 'static {
+    fn send(&self, to: u64, messages: Vec<(u64, Message)>);
+}
+
+/// The transport of a single-node cluster: every group's only voter is this node.
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&self, to: u64, messages: Vec<(u64, Message)>) {
+        tracing::warn!(
+            to,
+            count = messages.len(),
+            "dropping Raft messages: no peers are configured"
+        );
+    }
+}
+
 pub(crate) enum DriverMsg {
     Propose {
         group: u64,
@@ -43,6 +65,11 @@ pub(crate) enum DriverMsg {
     },
     /// The log writer made these Readies (group, ready number) durable.
     Persisted(Vec<(u64, u64)>),
+    /// Raft messages from a peer, `(group, message)`.
+    Step(Vec<(u64, Message)>),
+    /// Hand leadership of every group this node leads to its most caught-up voter;
+    /// answers how many transfers were started.
+    TransferLeadership(oneshot::Sender<usize>),
     Shutdown,
 }
 
@@ -77,6 +104,19 @@ impl RaftHandle {
             Applied::Metadata(outcome) => Ok(outcome),
             Applied::Partition(_) => Err(ProposeError::UnknownGroup),
         }
+    }
+
+    /// Delivers messages that a peer sent to this node's groups.
+    pub fn step(&self, messages: Vec<(u64, Message)>) {
+        let _ = self.tx.send(DriverMsg::Step(messages));
+    }
+
+    /// Starts moving leadership of every group this node leads to another voter, and
+    /// returns how many transfers were started (groups without another voter stay).
+    pub async fn transfer_leadership(&self) -> usize {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(DriverMsg::TransferLeadership(reply));
+        rx.await.unwrap_or(0)
     }
 
     pub fn shutdown(&self) {

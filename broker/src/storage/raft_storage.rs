@@ -1,8 +1,13 @@
 //! `raft::Storage` for one Raft group, backed by the shared RocksDB.
 //!
-//! Reads go to RocksDB (entries are not cached: the memtable and block cache already hold
-//! the recent tail). Writes are *staged* into a caller-owned `WriteBatch` so that the
-//! driver can persist the Ready states of many groups with a single fsync.
+//! Writes are *staged* into a caller-owned `WriteBatch` so that the driver can persist the
+//! Ready states of many groups with a single fsync. Because that write happens later, on
+//! the log writer thread, while raft-rs already treats handed-off entries as stable (its
+//! asynchronous Ready), staged entries are kept in an in-memory cache until they are
+//! applied (and therefore durable): reads of the tail never miss, and applying committed
+//! entries does not read back from RocksDB what was just written.
+
+use std::collections::VecDeque;
 
 use prost011::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -20,6 +25,8 @@ pub struct GroupStorage {
     truncated_index: u64,
     truncated_term: u64,
     last_index: u64,
+    /// Staged entries not yet applied, contiguous by index.
+    cache: VecDeque<Entry>,
 }
 
 impl GroupStorage {
@@ -41,6 +48,7 @@ impl GroupStorage {
             truncated_index: 0,
             truncated_term: 0,
             last_index: 0,
+            cache: VecDeque::new(),
         }
     }
 
@@ -70,6 +78,7 @@ impl GroupStorage {
             truncated_index,
             truncated_term,
             last_index: truncated_index,
+            cache: VecDeque::new(),
         };
         storage.last_index = storage.find_last_index().max(truncated_index);
         Ok(Some(storage))
@@ -109,6 +118,30 @@ impl GroupStorage {
         }
         debug_assert!(first.index > self.truncated_index);
         self.last_index = last.index;
+        // Keep the cache contiguous: drop what the new entries replace (or everything,
+        // should they not follow on).
+        match self.cache.front().map(|e| e.index) {
+            Some(front)
+                if first.index >= front && first.index <= front + self.cache.len() as u64 =>
+            {
+                self.cache.truncate((first.index - front) as usize)
+            }
+            _ => self.cache.clear(),
+        }
+        self.cache.extend(entries.iter().cloned());
+    }
+
+    /// Forgets cached entries up to `applied`: applied entries are durable in RocksDB.
+    pub fn release_cache(&mut self, applied: u64) {
+        while self.cache.front().is_some_and(|e| e.index <= applied) {
+            self.cache.pop_front();
+        }
+    }
+
+    fn cached(&self, idx: u64) -> Option<&Entry> {
+        let front = self.cache.front()?.index;
+        idx.checked_sub(front)
+            .and_then(|offset| self.cache.get(offset as usize))
     }
 
     pub fn stage_hard_state(&mut self, hs: HardState, batch: &mut WriteBatch) {
@@ -117,6 +150,15 @@ impl GroupStorage {
             encode_hard_state(&hs),
         );
         self.hard_state = hs;
+    }
+
+    /// Records the voters and learners after a membership change was applied.
+    pub fn stage_conf_state(&mut self, cs: ConfState, batch: &mut WriteBatch) {
+        batch.put(
+            keys::group_key(keys::CONF_STATE, self.group),
+            cs.encode_to_vec(),
+        );
+        self.conf_state = cs;
     }
 
     pub fn stage_commit(&mut self, commit: u64, batch: &mut WriteBatch) {
@@ -142,6 +184,7 @@ impl GroupStorage {
         batch.put(keys::group_key(keys::TRUNCATED, self.group), raw);
         self.truncated_index = index;
         self.truncated_term = term;
+        self.release_cache(index);
         Ok(())
     }
 
@@ -170,6 +213,9 @@ impl GroupStorage {
         }
         if idx > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(e) = self.cached(idx) {
+            return Ok(e.term);
         }
         match self.db.get_pinned(keys::entry_key(self.group, idx)) {
             Ok(Some(raw)) => Ok(entry_term(&raw)),
@@ -201,6 +247,56 @@ impl raft::Storage for GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
+        let cache_front = self.cache.front().map_or(u64::MAX, |e| e.index);
+        if low >= cache_front {
+            return Ok(self.entries_from_cache(low, high, max_size));
+        }
+        let mut out = self.entries_from_db(low, high.min(cache_front), max_size)?;
+        let size: u64 = out.iter().map(|e| e.data.len() as u64).sum();
+        if high > cache_front && out.len() as u64 == cache_front - low {
+            out.extend(self.entries_from_cache(cache_front, high, max_size.saturating_sub(size)));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.term_of(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Followers are caught up from the log: the leader compacts only what every voter
+        // has (see the driver's retention). Snapshot transfer is not implemented yet.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+impl GroupStorage {
+    /// Cached entries in `[low, high)`, at least one, then up to `max_size` bytes.
+    fn entries_from_cache(&self, low: u64, high: u64, max_size: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for idx in low..high {
+            let Some(e) = self.cached(idx) else { break };
+            size += e.data.len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+        }
+        out
+    }
+
+    fn entries_from_db(&self, low: u64, high: u64, max_size: u64) -> raft::Result<Vec<Entry>> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(keys::entry_key(self.group, high));
         let start = keys::entry_key(self.group, low);
@@ -221,25 +317,6 @@ impl raft::Storage for GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         Ok(out)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.term_of(idx)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.truncated_index + 1)
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.last_index)
-    }
-
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are only needed to catch up followers, which arrive with replication.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
     }
 }
 

@@ -1,0 +1,76 @@
+//! The address book of other brokers: their cluster endpoints from the metadata log
+//! (what each broker registered) or, until it registered, from `--peers`. gRPC channels
+//! are made lazily, kept per peer, and reconnect by themselves.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::Peer;
+use crate::metadata::Catalog;
+
+pub struct Peers {
+    me: u64,
+    configured: HashMap<u64, String>,
+    catalog: Arc<Catalog>,
+    channels: Mutex<HashMap<u64, (String, Channel)>>,
+}
+
+impl Peers {
+    pub fn new(me: u64, configured: &[Peer], catalog: Arc<Catalog>) -> Self {
+        Peers {
+            me,
+            configured: configured
+                .iter()
+                .filter(|p| p.id != me)
+                .map(|p| (p.id, p.addr.clone()))
+                .collect(),
+            catalog,
+            channels: Mutex::default(),
+        }
+    }
+
+    /// Every other broker known, from `--peers` or the metadata log.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: BTreeSet<u64> = self.configured.keys().copied().collect();
+        ids.extend(self.catalog.brokers().iter().map(|b| b.id));
+        ids.remove(&self.me);
+        ids.into_iter().collect()
+    }
+
+    /// The peer's cluster endpoint: what it registered, else what `--peers` said.
+    pub fn addr(&self, id: u64) -> Option<String> {
+        self.catalog
+            .broker(id)
+            .map(|b| b.cluster_addr)
+            .or_else(|| self.configured.get(&id).cloned())
+    }
+
+    /// A channel to the peer; `None` when its address is unknown or unusable.
+    pub fn channel(&self, id: u64) -> Option<Channel> {
+        let addr = self.addr(id)?;
+        let mut channels = self.channels.lock().unwrap();
+        if let Some((known, channel)) = channels.get(&id) {
+            if *known == addr {
+                return Some(channel.clone());
+            }
+        }
+        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(peer = id, %addr, error = %e, "unusable peer address");
+                return None;
+            }
+        };
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(id, (addr, channel.clone()));
+        Some(channel)
+    }
+}

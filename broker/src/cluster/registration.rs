@@ -1,0 +1,38 @@
+//! Each broker records in the metadata log how clients and peers reach it, so that
+//! Metadata responses list every broker and peers find each other's current address.
+//! The first broker to find the cluster unnamed names it. A broker is ready (`/readyz`)
+//! once the cluster has an id and its registration is applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::metadata::{BrokerRecord, Command};
+
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::shutdown::Shutdown;
+
+pub async fn register(broker: Arc<Broker>, record: BrokerRecord, shutdown: Shutdown) {
+    loop {
+        let named = broker.catalog.cluster_id().is_some();
+        if named && broker.catalog.broker(record.id).as_ref() == Some(&record) {
+            broker.catalog.set_ready();
+            tracing::info!(node = record.id, cluster_id = %broker.cluster_id(), "broker registered; ready");
+            return;
+        }
+        let command = if named {
+            Command::RegisterBroker(record.clone())
+        } else {
+            Command::InitCluster {
+                id: broker.proposed_cluster_id.clone(),
+            }
+        };
+        if let Err(e) = super::propose_metadata(&broker, &command, PROPOSE_TIMEOUT).await {
+            tracing::info!(error = %e, "registration not committed yet (waiting for a metadata quorum)");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.clone().wait() => return,
+        }
+    }
+}

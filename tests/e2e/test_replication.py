@@ -1,0 +1,210 @@
+"""Three chronik-brokers replicating every partition through Raft, driven by librdkafka:
+leaders and ISR in Metadata, one cluster id, consumer groups on the coordinator, no
+acknowledged record lost when a leader is killed with SIGKILL, and leadership handed
+away on SIGTERM."""
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import NewTopic
+from kafkautil import (
+    admin,
+    admin_stub,
+    confluent_read_all,
+    retry_transient,
+)
+
+BROKERS = 3
+
+
+def bootstrap(brokers) -> str:
+    return ",".join(b.bootstrap for b in brokers)
+
+
+def create_replicated(brokers, name, partitions, rf=3):
+    a = admin(bootstrap(brokers))
+    a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf)],
+                    request_timeout=30)[name].result(timeout=30)
+    return wait_replicated(brokers, name, partitions, rf)
+
+
+def wait_replicated(brokers, name, partitions, rf, timeout=30, exclude=()):
+    """Waits until every live broker's Metadata shows each partition with a leader and a
+    full ISR; returns {partition: (leader, replicas, isr)} as the first broker sees it."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        views = []
+        for b in brokers:
+            if b in exclude:
+                continue
+            md = admin(b.bootstrap).list_topics(topic=name, timeout=10)
+            t = md.topics.get(name)
+            if t is None or t.error is not None or len(t.partitions) != partitions:
+                break
+            views.append({p.id: (p.leader, sorted(p.replicas), sorted(p.isrs))
+                          for p in t.partitions.values()})
+        else:
+            first = views[0]
+            healthy = all(leader > 0 and len(replicas) == rf and isr == replicas
+                          for leader, replicas, isr in first.values())
+            if healthy and all(v == first for v in views):
+                return first
+            last = views
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not fully replicated with agreeing views: {last}")
+
+
+def produce_acked(boot, topic, values, conf=None):
+    """Produces values with acks=all and idempotence; returns the acknowledged ones."""
+    acked, errors = [], []
+    p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5, **(conf or {})})
+
+    def cb(err, msg):
+        (errors if err else acked).append(err or msg.value())
+
+    for v in values:
+        while True:
+            try:
+                p.produce(topic, value=v, on_delivery=cb)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    p.flush(60)
+    return acked, errors
+
+
+def test_cluster_replicates_and_reports_leaders_and_isr(cluster_factory, topic_name, admin_pb):
+    brokers = cluster_factory(BROKERS)
+    boot = bootstrap(brokers)
+    md = admin(boot).list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    cluster_ids = {admin(b.bootstrap).list_topics(timeout=10).cluster_id for b in brokers}
+    assert len(cluster_ids) == 1, f"brokers disagree on the cluster id: {cluster_ids}"
+
+    view = create_replicated(brokers, topic_name, 6)
+    leaders = [leader for leader, _, _ in view.values()]
+    assert len(set(leaders)) == BROKERS, f"leadership not spread: {view}"
+
+    values = [b"r%05d" % i for i in range(3000)]
+    acked, errors = produce_acked(boot, topic_name, values)
+    assert not errors and len(acked) == len(values)
+    got = confluent_read_all(boot, topic_name, expected=len(values))
+    assert sorted(r.value for r in got) == sorted(values)
+
+    # Every broker's admin API sees the same partitions, leaders and full ISR, and every
+    # broker as ready with its share of leaders.
+    # (Views travel in leadership reports every 300 ms: allow them a moment to agree.)
+    pb, _ = admin_pb
+    for b in brokers:
+        deadline = time.monotonic() + 5
+        while True:
+            status = admin_stub(b, admin_pb).ClusterStatus(
+                pb.ClusterStatusRequest(include_partitions=True), timeout=10)
+            mine = {p.partition: (p.leader, sorted(p.replicas), sorted(p.isr))
+                    for p in status.partitions if p.topic == topic_name}
+            if mine == view or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert mine == view, f"node {b.node_id} sees {mine}"
+        assert sorted(br.node_id for br in status.brokers) == [1, 2, 3]
+        assert all(br.ready for br in status.brokers)
+        assert sum(br.leader_count for br in status.brokers) >= 6
+        assert status.summary.under_replicated == 0
+
+
+def test_follower_answers_not_leader_and_rf_above_brokers_is_refused(cluster_factory, topic_name):
+    brokers = cluster_factory(BROKERS)
+    a = admin(bootstrap(brokers))
+    fut = a.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=4)])[topic_name]
+    with pytest.raises(KafkaException) as err:
+        fut.result(timeout=30)
+    assert "INVALID_REPLICATION_FACTOR" in str(err.value)
+
+    # RF 1: one broker holds the partition; the others must send clients to it.
+    view = create_replicated(brokers, topic_name, 1, rf=1)
+    leader = view[0][0]
+    follower = next(b for b in brokers if b.node_id != leader)
+    acked, errors = produce_acked(follower.bootstrap, topic_name, [b"via-metadata"])
+    assert acked == [b"via-metadata"] and not errors
+
+
+def test_sigkill_of_a_leader_loses_no_acknowledged_record(cluster_factory, topic_name):
+    brokers = cluster_factory(BROKERS)
+    boot = bootstrap(brokers)
+    view = create_replicated(brokers, topic_name, 3)
+    victim = next(b for b in brokers if b.node_id == view[0][0])
+
+    stop = threading.Event()
+    sent = []
+    acked, errors = [], []
+
+    def produce():
+        p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all",
+                      "linger.ms": 2, "message.timeout.ms": 60000})
+
+        def cb(err, msg):
+            (errors if err else acked).append(err or msg.value())
+
+        i = 0
+        while not stop.is_set():
+            v = b"k%07d" % i
+            try:
+                p.produce(topic_name, value=v, on_delivery=cb)
+                sent.append(v)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001)
+        p.flush(90)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    time.sleep(2)
+    victim.kill9()
+    time.sleep(4)
+    stop.set()
+    t.join(120)
+    assert not t.is_alive()
+    assert not errors, f"delivery errors after a leader failover: {errors[:5]}"
+    assert len(acked) > 1000
+
+    # The survivors elected new leaders and kept every acknowledged record, once each.
+    survivors = [b for b in brokers if b is not victim]
+    got = confluent_read_all(bootstrap(survivors), topic_name, expected=len(acked))
+    values = [r.value for r in got]
+    assert len(values) == len(set(values)), "duplicates despite idempotence"
+    missing = set(acked) - set(values)
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+
+    # The killed broker comes back, catches up, and rejoins every ISR.
+    victim.start()
+    wait_replicated(brokers, topic_name, 3, 3, timeout=60)
+
+
+def test_sigterm_hands_leadership_away_before_exiting(cluster_factory, topic_name):
+    brokers = cluster_factory(BROKERS)
+    view = create_replicated(brokers, topic_name, 6)
+    leaving = next(b for b in brokers if b.node_id == view[0][0])
+    led = [p for p, (leader, _, _) in view.items() if leader == leaving.node_id]
+    assert led
+
+    assert leaving.terminate(timeout=30) == 0
+    assert "leadership drained remaining=0" in leaving.log_tail().replace("\x1b[0m", "").replace(
+        "\x1b[3m", "").replace("\x1b[2m", "")
+
+    # Right after the exit (well inside an election timeout of ~1-2 s), the others
+    # already name new leaders for every partition it led: they were handed over.
+    survivors = [b for b in brokers if b is not leaving]
+    md = admin(survivors[0].bootstrap).list_topics(topic=topic_name, timeout=10)
+    now = {p.id: p.leader for p in md.topics[topic_name].partitions.values()}
+    assert all(now[p] not in (-1, leaving.node_id) for p in led), now
+
+    # And the two survivors keep serving acks=all writes.
+    acked, errors = retry_transient(
+        lambda: produce_acked(bootstrap(survivors), topic_name, [b"after-%d" % i for i in range(100)]))
+    assert len(acked) == 100 and not errors
