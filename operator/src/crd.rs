@@ -349,11 +349,11 @@ pub struct ChronikClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
 
-    /// Partition health summary (from the brokers' admin API; not reported yet).
+    /// Partition health summary (from the brokers' admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionSummary>,
 
-    /// Up to 50 partitions, under-replicated ones first (from the admin API; not reported yet).
+    /// Up to 50 partitions, leaderless and under-replicated ones first (from the admin API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub partition_details: Vec<PartitionDetail>,
@@ -387,10 +387,10 @@ pub struct BrokerStatus {
     pub ready: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Partitions this broker leads (admin API; not reported yet).
+    /// Partitions this broker leads (from the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaders: Option<i32>,
-    /// Partition replicas on this broker (admin API; not reported yet).
+    /// Partition replicas on this broker (from the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
 }

@@ -4,8 +4,10 @@
 //! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget,
 //!   as pure functions of a cluster;
 //! - [`reconcile`]: server-side apply of those objects and the status subresource;
+//! - [`admin`]: the brokers' admin API (cluster status, restart gates, leadership drain);
 //! - [`metrics`]: the operator's Prometheus metrics.
 
+pub mod admin;
 pub mod crd;
 pub mod metrics;
 pub mod reconcile;

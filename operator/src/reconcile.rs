@@ -1,5 +1,6 @@
 //! The controller: reconcile one `ChronikCluster` towards its desired objects and report
-//! what it sees in the status subresource.
+//! what it sees in the status subresource: pods and StatefulSet from the API server,
+//! partitions, leaders and ISR from the brokers' admin API.
 //!
 //! Every object is written with server-side apply under one field manager
 //! ([`FIELD_MANAGER`]), forced, so the operator owns exactly the fields it sets. An apply
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::admin::{self, Endpoints};
 use crate::crd::{BrokerStatus, ChronikCluster, ChronikClusterStatus, Phase, FIELD_MANAGER};
 use crate::metrics::Metrics;
 use crate::resources::{self, SpecError, CONTAINER_NAME, POD_INDEX_LABEL};
@@ -34,8 +36,9 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const DEGRADED: &str = "Degraded";
 
-/// Requeue interval of a healthy cluster (watches trigger everything else).
-pub const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue interval of a healthy cluster: how often partition health is polled from the
+/// brokers (watches trigger everything else).
+pub const STEADY_REQUEUE: Duration = Duration::from_secs(30);
 /// Requeue interval while brokers are not all Ready.
 pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(30);
 /// Retry interval after a failed reconcile.
@@ -68,6 +71,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Where each broker's admin API answers (pod DNS names by default).
+    pub endpoints: Endpoints,
 }
 
 impl Context {
@@ -80,8 +85,79 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            endpoints: admin::pod_endpoints(),
         }
     }
+
+    /// Reaches the brokers' admin API elsewhere than through pod DNS names (tests, or an
+    /// operator running outside the cluster).
+    pub fn with_endpoints(mut self, endpoints: Endpoints) -> Context {
+        self.endpoints = endpoints;
+        self
+    }
+}
+
+/// Replaces the condition of the same type.
+pub fn set_condition(conditions: &mut Vec<Condition>, c: Condition) {
+    match conditions.iter_mut().find(|old| old.type_ == c.type_) {
+        Some(old) => *old = c,
+        None => conditions.push(c),
+    }
+}
+
+/// Folds what the admin API said (or why it could not be asked) into the status and its
+/// Degraded condition. Pure, for the unit tests.
+pub fn apply_admin_answer(
+    cluster: &ChronikCluster,
+    status: &mut ChronikClusterStatus,
+    answer: Option<Result<chronik_api::admin::v1::ClusterStatusResponse, String>>,
+    now: &Time,
+) {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let (degraded, reason, message) = match answer {
+        None => (false, "AsExpected", String::new()),
+        Some(Err(e)) => (
+            true,
+            "AdminApiUnreachable",
+            format!("no ready broker answered ClusterStatus: {e}"),
+        ),
+        Some(Ok(cs)) => {
+            admin::apply_cluster_status(status, &cs);
+            let p = status.partitions.clone().unwrap_or_default();
+            if p.offline > 0 || p.leaderless > 0 {
+                (
+                    true,
+                    "PartitionsOffline",
+                    format!(
+                        "{} partitions have no leader, {} no in-sync replica",
+                        p.leaderless, p.offline
+                    ),
+                )
+            } else if p.under_replicated > 0 {
+                (
+                    true,
+                    "UnderReplicated",
+                    format!(
+                        "{} of {} partitions are under-replicated",
+                        p.under_replicated, p.total
+                    ),
+                )
+            } else {
+                (false, "AsExpected", String::new())
+            }
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        condition(
+            &previous, DEGRADED, degraded, reason, message, generation, now,
+        ),
+    );
 }
 
 /// What an apply did to one object.
@@ -281,8 +357,8 @@ pub fn observed_status(
         current_image,
         target_image: Some(cluster.spec.image.clone()),
         brokers,
-        // Partition health, rebalances and upgrades come from the brokers' admin API,
-        // which does not exist yet: carried over untouched.
+        // Partition health is filled in from the admin API by the caller; the outcomes of
+        // rebalances and upgrades are carried over.
         ..carried_over(cluster)
     }
 }
@@ -480,7 +556,20 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
         .await?
         .items;
 
-    let status = observed_status(&cluster, sts.status.as_ref(), &pods, &now());
+    let now = now();
+    let mut status = observed_status(&cluster, sts.status.as_ref(), &pods, &now);
+    let ready_ids: Vec<i32> = status
+        .brokers
+        .iter()
+        .filter(|b| b.ready)
+        .map(|b| b.id)
+        .collect();
+    let answer = if ready_ids.is_empty() {
+        None
+    } else {
+        Some(admin::first_cluster_status(&ctx.endpoints, &cluster, &ready_ids).await)
+    };
+    apply_admin_answer(&cluster, &mut status, answer, &now);
     let was_ready = cluster
         .status
         .as_ref()

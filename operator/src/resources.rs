@@ -308,7 +308,24 @@ pub fn broker_env(cluster: &ChronikCluster) -> Vec<EnvVar> {
         ),
         env("CHRONIK_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         env("CHRONIK_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+        env("CHRONIK_PEERS", peers(cluster)),
     ]
+}
+
+/// Every broker of the cluster as `ID@pod-dns:port`: the voters of the metadata group when
+/// the cluster is first created (each broker skips itself), and the peers' addresses
+/// until they register.
+pub fn peers(cluster: &ChronikCluster) -> String {
+    let names = Names::of(cluster);
+    (1..=cluster.spec.replicas)
+        .map(|id| {
+            format!(
+                "{id}@{}-{id}.{}.$(POD_NAMESPACE).svc:{CLUSTER_PORT}",
+                names.cluster, names.headless_service
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -822,6 +839,12 @@ mod tests {
         );
         assert_eq!(env["CHRONIK_METRICS_ADDR"], "0.0.0.0:9644");
         assert_eq!(env["CHRONIK_CONFIG"], "/etc/chronik/broker.toml");
+        assert_eq!(
+            env["CHRONIK_PEERS"],
+            "1@events-1.events-headless.$(POD_NAMESPACE).svc:9093,\
+             2@events-2.events-headless.$(POD_NAMESPACE).svc:9093,\
+             3@events-3.events-headless.$(POD_NAMESPACE).svc:9093"
+        );
         // $(VAR) references only work for variables defined earlier in the list.
         let order: Vec<_> = ctr
             .env

@@ -952,3 +952,270 @@ async fn controller_reconciles_on_watch_events() {
         cluster.metadata.generation
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Real brokers: the admin API side of the operator.
+
+/// Three chronik-broker processes on 127.0.0.1 replicating to each other (node ids 1..3).
+/// Killed when dropped.
+struct Brokers {
+    procs: Vec<std::process::Child>,
+    kafka: Vec<String>,
+    admin: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn broker_binary() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { repo.join(t) })
+        .unwrap_or_else(|| repo.join("target"));
+    let bin = target.join("release/chronik-broker");
+    assert!(
+        bin.exists(),
+        "{} not found: `make build` builds it before the tests",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_brokers() -> Brokers {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "default_partitions = 3\ndefault_replication_factor = 3\n",
+    )
+    .unwrap();
+    let kafka: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let admin: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let peers: Vec<String> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| format!("{}@{}", j + 1, admin[j]))
+            .collect();
+        let log = std::fs::File::create(dir.path().join(format!("broker{}.log", i + 1))).unwrap();
+        procs.push(
+            Command::new(broker_binary())
+                .args(["--node-id", &(i + 1).to_string()])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("data{}", i + 1)))
+                .args(["--kafka-addr", &kafka[i], "--cluster-addr", &admin[i]])
+                .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+                .arg("--config")
+                .arg(&config)
+                .args(["--peers", &peers.join(",")])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start chronik-broker"),
+        );
+    }
+    let brokers = Brokers {
+        procs,
+        kafka,
+        admin,
+        _dir: dir,
+    };
+    // Ready when every broker answers ClusterStatus listing all three as ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for uri in brokers.admin_uris() {
+        loop {
+            if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
+                if s.brokers.len() == 3 && s.brokers.iter().all(|b| b.ready) {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "brokers not ready in 30s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    brokers
+}
+
+impl Brokers {
+    fn admin_uris(&self) -> Vec<String> {
+        self.admin.iter().map(|a| format!("http://{a}")).collect()
+    }
+
+    /// The operator context's endpoints: node id `i` is the broker listening on admin[i-1].
+    fn endpoints(&self) -> chronik_operator::admin::Endpoints {
+        let uris = self.admin_uris();
+        Arc::new(move |_, id| uris[(id - 1) as usize].clone())
+    }
+
+    /// Produces with kcat (a real Kafka client), which auto-creates the topic.
+    fn produce(&self, topic: &str, lines: usize) {
+        use std::io::Write;
+        let mut kcat = Command::new("kcat")
+            .args([
+                "-b",
+                &self.kafka.join(","),
+                "-t",
+                topic,
+                "-P",
+                "-X",
+                "acks=all",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("kcat (installed by make deps)");
+        let mut stdin = kcat.stdin.take().unwrap();
+        for i in 0..lines {
+            writeln!(stdin, "record {i}").unwrap();
+        }
+        drop(stdin);
+        assert!(kcat.wait().unwrap().success(), "kcat failed");
+    }
+}
+
+/// Broker pods as the StatefulSet controller and kubelet would leave them: created, with
+/// the pod-index label, and Ready.
+async fn ready_pods(client: &Client, ns: &str, cluster: &str, ids: &[i32], image: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for id in ids {
+        let name = format!("{cluster}-{id}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/name": "chronik",
+                "app.kubernetes.io/instance": cluster,
+                "apps.kubernetes.io/pod-index": id.to_string(),
+            }},
+            "spec": {"containers": [{"name": "broker", "image": image}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        pods.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+        )
+        .await
+        .unwrap();
+    }
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    sts.patch_status(
+        cluster,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"replicas": ids.len(), "readyReplicas": ids.len()}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn status_reports_leaders_isr_and_health_from_real_brokers() {
+    let client = client().await;
+    let ns = namespace(&client, "brokers-status").await;
+    let mut brokers = start_brokers().await;
+    brokers.produce("payments", 30);
+
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics, Some("test".into()))
+            .with_endpoints(brokers.endpoints()),
+    );
+    create_cluster(
+        &client,
+        &ns,
+        "pay",
+        json!({"replicas": 3, "image": "chronik:1"}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "pay").await;
+    ready_pods(&client, &ns, "pay", &[1, 2, 3], "chronik:1").await;
+    // (Followers of the just-created topic join the ISR within moments.)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        reconcile_now(&client, &ctx, &ns, "pay").await;
+        let status = get_cluster(&client, &ns, "pay").await.status.unwrap();
+        let healthy = status
+            .partitions
+            .as_ref()
+            .is_some_and(|p| p.under_replicated == 0);
+        if healthy || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let summary = status.partitions.clone().expect("partition summary");
+    assert_eq!(
+        (summary.total, summary.under_replicated, summary.offline),
+        (3, 0, 0)
+    );
+    assert_eq!(status.partition_details.len(), 3);
+    for p in &status.partition_details {
+        assert_eq!(p.topic, "payments");
+        assert_eq!(p.replicas.len(), 3);
+        assert_eq!(p.isr.len(), 3, "{p:?}");
+        assert!(p.leader.is_some());
+    }
+    let leaders: i32 = status.brokers.iter().map(|b| b.leaders.unwrap()).sum();
+    assert_eq!(leaders, 3);
+    assert!(status.brokers.iter().all(|b| b.replicas == Some(3)));
+    let cluster = get_cluster(&client, &ns, "pay").await;
+    assert_eq!(condition(&cluster, "Degraded").0, "False");
+    // An unchanged cluster still writes nothing, with the brokers polled.
+    let before = get_cluster(&client, &ns, "pay").await;
+    let versions = resource_versions(&client, &ns, "pay").await;
+    reconcile_now(&client, &ctx, &ns, "pay").await;
+    let after = get_cluster(&client, &ns, "pay").await;
+    assert_eq!(
+        resource_versions(&client, &ns, "pay").await,
+        versions,
+        "status changed on a steady cluster: {:#?} -> {:#?}",
+        before.status,
+        after.status
+    );
+
+    // `kubectl describe ck` shows leaders and ISR.
+    let out = kubectl(&shared(), &["describe", "-n", &ns, "ck/pay"]).unwrap();
+    for needle in ["Partition Details", "Isr", "Leaders", "Under Replicated"] {
+        assert!(out.contains(needle), "describe lacks {needle}:\n{out}");
+    }
+
+    // A broker dies: its partitions lose an in-sync replica, and the cluster is Degraded.
+    brokers.procs[2].kill().unwrap();
+    brokers.procs[2].wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        reconcile_now(&client, &ctx, &ns, "pay").await;
+        let cluster = get_cluster(&client, &ns, "pay").await;
+        let (status_, reason, message) = condition(&cluster, "Degraded");
+        // (The partition the dead broker led counts once a new leader has taken over.)
+        if status_ == "True" && reason == "UnderReplicated" && message.starts_with("3 of 3") {
+            let details = &cluster.status.unwrap().partition_details;
+            assert!(details.iter().all(|p| !p.isr.contains(&3)), "{details:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UnderReplicated after a broker died: {status_} {reason} {message}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
