@@ -320,7 +320,7 @@ pub struct ChronikClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// Ready, Reconciling, Degraded (later also Upgrading and Rebalancing).
+    /// Ready, Reconciling, Upgrading, Degraded (later also Rebalancing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -374,6 +374,8 @@ pub enum Phase {
     Reconciling,
     /// Every broker is Ready.
     Running,
+    /// A rolling upgrade is restarting brokers one at a time.
+    Upgrading,
     /// The spec cannot be applied (see the Degraded condition).
     Failed,
 }

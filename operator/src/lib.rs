@@ -4,6 +4,7 @@
 //! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget,
 //!   as pure functions of a cluster;
 //! - [`reconcile`]: server-side apply of those objects and the status subresource;
+//! - [`upgrade`]: the rolling upgrade's plan (which broker restarts next, or why not);
 //! - [`admin`]: the brokers' admin API (cluster status, restart gates, leadership drain);
 //! - [`metrics`]: the operator's Prometheus metrics.
 
@@ -12,6 +13,7 @@ pub mod crd;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod upgrade;
 
 pub use crd::{ChronikCluster, ChronikClusterSpec, ChronikClusterStatus};
 

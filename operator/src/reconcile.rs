@@ -28,19 +28,26 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, Endpoints};
-use crate::crd::{BrokerStatus, ChronikCluster, ChronikClusterStatus, Phase, FIELD_MANAGER};
+use crate::crd::{
+    BrokerStatus, ChronikCluster, ChronikClusterStatus, OperationOutcome, Phase, FIELD_MANAGER,
+};
 use crate::metrics::Metrics;
 use crate::resources::{self, SpecError, CONTAINER_NAME, POD_INDEX_LABEL};
+use crate::upgrade::{self, Step};
+use chronik_api::admin::v1::restart_check_request::Phase as Gate;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const DEGRADED: &str = "Degraded";
+pub const UPGRADING: &str = "Upgrading";
 
 /// Requeue interval of a healthy cluster: how often partition health is polled from the
 /// brokers (watches trigger everything else).
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(30);
 /// Requeue interval while brokers are not all Ready.
 pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(30);
+/// Requeue interval while a rolling upgrade is in progress.
+pub const UPGRADE_REQUEUE: Duration = Duration::from_secs(5);
 /// Retry interval after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
@@ -511,6 +518,187 @@ where
     Ok((applied, outcome))
 }
 
+/// Where the rolling upgrade stands after this reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roll {
+    pub upgrading: bool,
+    pub stalled: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Roll {
+    fn idle() -> Roll {
+        Roll {
+            upgrading: false,
+            stalled: false,
+            reason: "UpToDate",
+            message: "every broker runs the current pod template".into(),
+        }
+    }
+
+    fn waiting(reason: &'static str, message: String) -> Roll {
+        Roll {
+            upgrading: true,
+            stalled: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// Takes the next step of the rolling upgrade, if one is due (see [`upgrade`]).
+async fn roll(
+    ctx: &Context,
+    cluster: &ChronikCluster,
+    ns: &str,
+    pods: &[Pod],
+    desired_hash: &str,
+) -> Result<Roll, Error> {
+    let (next, upgraded) = match upgrade::plan(pods, cluster.spec.replicas, desired_hash) {
+        Step::Done => return Ok(Roll::idle()),
+        Step::Wait { reason } => return Ok(Roll::waiting("WaitingForBroker", reason)),
+        Step::Stalled { id, reason } => {
+            return Ok(Roll {
+                upgrading: true,
+                stalled: true,
+                reason: "Stalled",
+                message: format!("broker {id} cannot start: {reason}"),
+            })
+        }
+        Step::Restart { next, upgraded } => (next, upgraded),
+    };
+    let endpoint = |id: i32| (ctx.endpoints)(cluster, id);
+    // Post-restart gate of the brokers already upgraded: back in sync everywhere.
+    for id in upgraded {
+        match admin::restart_check(&endpoint(id), id, Gate::Post).await {
+            Ok(r) if r.safe => {}
+            Ok(r) => {
+                return Ok(Roll::waiting(
+                    "WaitingForCatchUp",
+                    format!(
+                        "broker {id} is not back in sync yet ({} partitions): {}",
+                        r.blocking_partitions,
+                        r.reasons.join("; ")
+                    ),
+                ))
+            }
+            Err(e) => return Ok(Roll::waiting("GateUnavailable", e)),
+        }
+    }
+    // Pre-restart gate: a single broker cannot keep anything available while it restarts.
+    if cluster.spec.replicas > 1 {
+        match admin::restart_check(&endpoint(next), next, Gate::Pre).await {
+            Ok(r) if r.safe => {}
+            Ok(r) => {
+                return Ok(Roll::waiting(
+                    "WaitingForSafeRestart",
+                    format!(
+                        "restarting broker {next} now would cost {} partitions their quorum: {}",
+                        r.blocking_partitions,
+                        r.reasons.join("; ")
+                    ),
+                ))
+            }
+            Err(e) => return Ok(Roll::waiting("GateUnavailable", e)),
+        }
+    }
+    let drained = match admin::drain_leadership(&endpoint(next), next).await {
+        Ok(d) => format!(
+            "{} leaderships handed over, {} left",
+            d.transferred, d.remaining
+        ),
+        Err(e) => return Ok(Roll::waiting("GateUnavailable", e)),
+    };
+    let pod = format!("{}-{next}", cluster.name_any());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    pods.delete(&pod, &Default::default()).await?;
+    ctx.metrics
+        .writes
+        .with_label_values(&["Pod", "deleted"])
+        .inc();
+    let message = format!("restarting broker {next} (pod {pod}) on the new template: {drained}");
+    info!(%ns, cluster = %cluster.name_any(), "{message}");
+    publish(
+        ctx,
+        cluster,
+        EventType::Normal,
+        "RestartingBroker",
+        message.clone(),
+        None,
+    )
+    .await;
+    Ok(Roll::waiting("RestartingBroker", message))
+}
+
+/// Folds the roll into the status: the Upgrading condition, Degraded when it stalled, the
+/// phase, and the last upgrade's outcome. Pure, for the unit tests.
+pub fn apply_roll(
+    cluster: &ChronikCluster,
+    status: &mut ChronikClusterStatus,
+    roll: &Roll,
+    now: &Time,
+) {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        condition(
+            &previous,
+            UPGRADING,
+            roll.upgrading,
+            roll.reason,
+            roll.message.clone(),
+            generation,
+            now,
+        ),
+    );
+    let last = status.last_upgrade.clone();
+    let in_progress = last.as_ref().is_some_and(|l| l.result == "InProgress");
+    if roll.stalled {
+        set_condition(
+            &mut status.conditions,
+            condition(
+                &previous,
+                DEGRADED,
+                true,
+                "UpgradeStalled",
+                roll.message.clone(),
+                generation,
+                now,
+            ),
+        );
+        status.last_upgrade = Some(OperationOutcome {
+            result: "Failed".into(),
+            message: Some(roll.message.clone()),
+            started_at: last.and_then(|l| l.started_at),
+            finished_at: None,
+        });
+    } else if roll.upgrading {
+        status.phase = Some(Phase::Upgrading);
+        status.last_upgrade = Some(OperationOutcome {
+            result: "InProgress".into(),
+            message: Some(roll.message.clone()),
+            started_at: match last {
+                Some(l) if l.result != "Succeeded" => l.started_at,
+                _ => Some(now.clone()),
+            },
+            finished_at: None,
+        });
+    } else if in_progress || last.as_ref().is_some_and(|l| l.result == "Failed") {
+        status.last_upgrade = Some(OperationOutcome {
+            result: "Succeeded".into(),
+            message: Some("every broker runs the current pod template".into()),
+            started_at: last.and_then(|l| l.started_at),
+            finished_at: Some(now.clone()),
+        });
+    }
+}
+
 /// Reconciles one cluster. Called by the controller, and directly by the integration tests.
 pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started();
@@ -570,12 +758,56 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
         Some(admin::first_cluster_status(&ctx.endpoints, &cluster, &ready_ids).await)
     };
     apply_admin_answer(&cluster, &mut status, answer, &now);
+    let desired_hash = desired
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(resources::pod_template_hash)
+        .unwrap_or_default()
+        .to_string();
+    let roll = roll(&ctx, &cluster, &ns, &pods, &desired_hash).await?;
+    let was_stalled = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_upgrade.as_ref())
+        .is_some_and(|l| l.result == "Failed");
+    let was_upgrading = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_upgrade.as_ref())
+        .is_some_and(|l| l.result == "InProgress");
+    apply_roll(&cluster, &mut status, &roll, &now);
+    if roll.stalled && !was_stalled {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Warning,
+            "UpgradeStalled",
+            roll.message.clone(),
+            None,
+        )
+        .await;
+    } else if !roll.upgrading && (was_upgrading || was_stalled) {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Normal,
+            "UpgradeComplete",
+            roll.message.clone(),
+            None,
+        )
+        .await;
+    }
     let was_ready = cluster
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
         .is_some_and(|c| c.status == "True");
-    let running = status.phase == Some(Phase::Running);
+    let running = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
     let ready_message = status
         .conditions
         .iter()
@@ -606,7 +838,9 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
             .await;
         }
     }
-    Ok(Action::requeue(if running {
+    Ok(Action::requeue(if roll.upgrading {
+        UPGRADE_REQUEUE
+    } else if running {
         STEADY_REQUEUE
     } else {
         PROGRESS_REQUEUE

@@ -46,6 +46,10 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// Pod annotation holding a hash of `broker.toml`: a settings change changes the pod
 /// template (rolled out by the upgrade logic; the StatefulSet itself uses `OnDelete`).
 pub const CONFIG_HASH_ANNOTATION: &str = "chronik.io/config-hash";
+/// Pod annotation holding a hash of the whole pod template (less the peer list, which
+/// only matters to brokers that start for the first time): a pod whose value differs from
+/// the StatefulSet's is due for the rolling upgrade.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "chronik.io/template-hash";
 /// Label the StatefulSet controller puts on each pod (Kubernetes >= 1.28): its ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 /// First StatefulSet ordinal. Raft ids must be non-zero, so the ordinal is the node id and
@@ -508,19 +512,47 @@ pub fn stateful_set(cluster: &ChronikCluster) -> Result<StatefulSet, SpecError> 
                 match_labels: Some(selector_labels(cluster)),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
+            template: with_template_hash(PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
                     annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec),
-            },
+            }),
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
     })
+}
+
+/// Stamps [`TEMPLATE_HASH_ANNOTATION`] on a pod template.
+fn with_template_hash(mut template: PodTemplateSpec) -> PodTemplateSpec {
+    let mut hashed = template.clone();
+    for c in hashed.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+        c.env
+            .iter_mut()
+            .flatten()
+            .filter(|e| e.name == "CHRONIK_PEERS")
+            .for_each(|e| e.value = None);
+    }
+    let hash = stable_hash(&serde_json::to_vec(&hashed).expect("templates serialize"));
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TEMPLATE_HASH_ANNOTATION.into(), hash);
+    template
+}
+
+/// The template hash a pod was created from, if it carries one.
+pub fn pod_template_hash(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()?
+        .get(TEMPLATE_HASH_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// Every object of a cluster, in the order they are applied.
@@ -910,6 +942,28 @@ mod tests {
         // Default placement: spread over nodes.
         assert!(pod.affinity.unwrap().pod_anti_affinity.is_some());
         assert_eq!(pod.topology_spread_constraints, None);
+    }
+
+    #[test]
+    fn template_hash_follows_image_and_config_but_not_the_peer_list() {
+        let hash = |c: &ChronikCluster| {
+            let sts = stateful_set(c).unwrap();
+            pod_template_hash(sts.spec.unwrap().template.metadata.as_ref().unwrap())
+                .unwrap()
+                .to_string()
+        };
+        let base = hash(&cluster(spec()));
+        assert_eq!(base, hash(&cluster(spec())));
+        let mut s = spec();
+        s.image = "ghcr.io/acme/chronik:0.2.0".into();
+        assert_ne!(base, hash(&cluster(s)));
+        let mut s = spec();
+        s.replicas = 5;
+        assert_eq!(
+            base,
+            hash(&cluster(s)),
+            "scaling must not roll every broker"
+        );
     }
 
     #[test]

@@ -960,6 +960,7 @@ async fn controller_reconciles_on_watch_events() {
 /// Killed when dropped.
 struct Brokers {
     procs: Vec<std::process::Child>,
+    commands: Vec<Vec<std::ffi::OsString>>,
     kafka: Vec<String>,
     admin: Vec<String>,
     _dir: tempfile::TempDir,
@@ -1011,52 +1012,106 @@ async fn start_brokers() -> Brokers {
     let admin: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let mut procs = Vec::new();
+    let mut commands = Vec::new();
     for i in 0..3 {
         let peers: Vec<String> = (0..3)
             .filter(|j| *j != i)
             .map(|j| format!("{}@{}", j + 1, admin[j]))
             .collect();
-        let log = std::fs::File::create(dir.path().join(format!("broker{}.log", i + 1))).unwrap();
-        procs.push(
-            Command::new(broker_binary())
-                .args(["--node-id", &(i + 1).to_string()])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("data{}", i + 1)))
-                .args(["--kafka-addr", &kafka[i], "--cluster-addr", &admin[i]])
-                .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
-                .arg("--config")
-                .arg(&config)
-                .args(["--peers", &peers.join(",")])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start chronik-broker"),
-        );
+        let data = dir.path().join(format!("data{}", i + 1));
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let args: Vec<std::ffi::OsString> = vec![
+            "--node-id".into(),
+            (i + 1).to_string().into(),
+            "--data-dir".into(),
+            data.into(),
+            "--kafka-addr".into(),
+            kafka[i].clone().into(),
+            "--cluster-addr".into(),
+            admin[i].clone().into(),
+            "--metrics-addr".into(),
+            metrics.into(),
+            "--config".into(),
+            config.clone().into(),
+            "--peers".into(),
+            peers.join(",").into(),
+        ];
+        commands.push(args);
     }
-    let brokers = Brokers {
-        procs,
+    let mut brokers = Brokers {
+        procs: Vec::new(),
+        commands,
         kafka,
         admin,
         _dir: dir,
     };
-    // Ready when every broker answers ClusterStatus listing all three as ready.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for uri in brokers.admin_uris() {
-        loop {
-            if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
-                if s.brokers.len() == 3 && s.brokers.iter().all(|b| b.ready) {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "brokers not ready in 30s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    for i in 0..3 {
+        let child = brokers.spawn(i);
+        brokers.procs.push(child);
     }
+    brokers.wait_all_ready().await;
     brokers
 }
 
 impl Brokers {
+    fn spawn(&self, i: usize) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join(format!("broker{}.log", i + 1)))
+            .unwrap();
+        Command::new(broker_binary())
+            .args(&self.commands[i])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start chronik-broker")
+    }
+
+    /// Stops broker `id` (1-based) with SIGKILL.
+    fn kill(&mut self, id: i32) {
+        let p = &mut self.procs[(id - 1) as usize];
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+
+    /// Starts broker `id` again on its data directory and waits until all are ready.
+    async fn restart(&mut self, id: i32) {
+        let child = self.spawn((id - 1) as usize);
+        self.procs[(id - 1) as usize] = child;
+        self.wait_all_ready().await;
+    }
+
+    /// Until every broker answers ClusterStatus listing all three as ready.
+    async fn wait_all_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for uri in self.admin_uris() {
+            loop {
+                if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
+                    if s.brokers.len() == 3 && s.brokers.iter().all(|b| b.ready) {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "brokers not ready in 30s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// Leader count of broker `id`, as broker 1's... any live broker's admin API reports it.
+    async fn leader_count(&self, id: i32) -> u32 {
+        for uri in self.admin_uris() {
+            if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
+                return s
+                    .brokers
+                    .iter()
+                    .find(|b| b.node_id == id)
+                    .map_or(0, |b| b.leader_count);
+            }
+        }
+        panic!("no broker answers ClusterStatus")
+    }
+
     fn admin_uris(&self) -> Vec<String> {
         self.admin.iter().map(|a| format!("http://{a}")).collect()
     }
@@ -1096,6 +1151,16 @@ impl Brokers {
 /// the pod-index label, and Ready.
 async fn ready_pods(client: &Client, ns: &str, cluster: &str, ids: &[i32], image: &str) {
     use k8s_openapi::api::core::v1::Pod;
+    // Pods carry the template hash of the StatefulSet as it is now.
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get(cluster)
+        .await
+        .unwrap();
+    let hash = chronik_operator::resources::pod_template_hash(
+        sts.spec.unwrap().template.metadata.as_ref().unwrap(),
+    )
+    .unwrap()
+    .to_string();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     for id in ids {
         let name = format!("{cluster}-{id}");
@@ -1104,7 +1169,7 @@ async fn ready_pods(client: &Client, ns: &str, cluster: &str, ids: &[i32], image
                 "app.kubernetes.io/name": "chronik",
                 "app.kubernetes.io/instance": cluster,
                 "apps.kubernetes.io/pod-index": id.to_string(),
-            }},
+            }, "annotations": {"chronik.io/template-hash": hash}},
             "spec": {"containers": [{"name": "broker", "image": image}]},
         }))
         .unwrap();
@@ -1199,8 +1264,7 @@ async fn status_reports_leaders_isr_and_health_from_real_brokers() {
     }
 
     // A broker dies: its partitions lose an in-sync replica, and the cluster is Degraded.
-    brokers.procs[2].kill().unwrap();
-    brokers.procs[2].wait().unwrap();
+    brokers.kill(3);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         reconcile_now(&client, &ctx, &ns, "pay").await;
@@ -1218,4 +1282,239 @@ async fn status_reports_leaders_isr_and_health_from_real_brokers() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn pod_names(pods: &[k8s_openapi::api::core::v1::Pod]) -> BTreeSet<String> {
+    names(pods)
+}
+
+async fn list_pods(client: &Client, ns: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// Reconciles until `done(cluster)` holds, for at most `secs` seconds.
+async fn reconcile_until(
+    client: &Client,
+    ctx: &Arc<Context>,
+    ns: &str,
+    name: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&ChronikCluster) -> bool,
+) -> ChronikCluster {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        reconcile_now(client, ctx, ns, name).await;
+        let cluster = get_cluster(client, ns, name).await;
+        if done(&cluster) {
+            return cluster;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {secs}s; status: {:#?}",
+            cluster.status
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn upgrading(cluster: &ChronikCluster) -> (String, String) {
+    let (status, reason, _) = condition(cluster, "Upgrading");
+    (status, reason)
+}
+
+#[tokio::test]
+async fn rolling_upgrade_restarts_one_broker_at_a_time_behind_the_gates() {
+    use k8s_openapi::api::core::v1::Pod;
+    let client = client().await;
+    let ns = namespace(&client, "rolling").await;
+    let mut brokers = start_brokers().await;
+    brokers.produce("orders", 30);
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics, Some("test".into()))
+            .with_endpoints(brokers.endpoints()),
+    );
+    let api: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    create_cluster(
+        &client,
+        &ns,
+        "ord",
+        json!({"replicas": 3, "image": "chronik:1"}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "ord").await;
+    ready_pods(&client, &ns, "ord", &[1, 2, 3], "chronik:1").await;
+    let c = reconcile_until(&client, &ctx, &ns, "ord", 15, "healthy", |c| {
+        condition(c, "Degraded").0 == "False"
+    })
+    .await;
+    assert_eq!(upgrading(&c), ("False".into(), "UpToDate".into()));
+
+    // Broker 1 is down: restarting broker 3 would leave two partitions' groups with one
+    // in-sync voter of three. The pre-restart gate holds the roll; nothing is deleted.
+    brokers.kill(1);
+    reconcile_until(
+        &client,
+        &ctx,
+        &ns,
+        "ord",
+        20,
+        "broker 1 to leave the ISRs",
+        |c| {
+            condition(c, "Degraded")
+                .2
+                .starts_with("3 of 3 partitions are under-replicated")
+        },
+    )
+    .await;
+    api.patch(
+        "ord",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "chronik:2"}})),
+    )
+    .await
+    .unwrap();
+    let c = reconcile_until(
+        &client,
+        &ctx,
+        &ns,
+        "ord",
+        20,
+        "the pre-restart gate to hold",
+        |c| upgrading(c).1 == "WaitingForSafeRestart",
+    )
+    .await;
+    assert_eq!(c.status.as_ref().unwrap().phase, Some(Phase::Upgrading));
+    assert_eq!(
+        list_pods(&client, &ns).await.len(),
+        3,
+        "a pod was deleted behind a closed gate"
+    );
+
+    // Broker 1 is back: broker 3 is drained and its pod deleted — and only that pod.
+    brokers.restart(1).await;
+    reconcile_until(&client, &ctx, &ns, "ord", 30, "broker 3's restart", |c| {
+        upgrading(c).1 == "RestartingBroker"
+    })
+    .await;
+    assert_eq!(
+        pod_names(&list_pods(&client, &ns).await),
+        BTreeSet::from(["ord-1".to_string(), "ord-2".to_string()])
+    );
+    assert_eq!(brokers.leader_count(3).await, 0, "broker 3 was not drained");
+    let restarts: Vec<String> = events(&client, &ns)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RestartingBroker"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert!(
+        restarts[0].starts_with("restarting broker 3 (pod ord-3)"),
+        "{restarts:?}"
+    );
+
+    // Waiting for the new pod: nothing else moves.
+    reconcile_now(&client, &ctx, &ns, "ord").await;
+    assert_eq!(list_pods(&client, &ns).await.len(), 2);
+
+    // The StatefulSet controller recreates ord-3 from the new template; its broker
+    // restarts. Once it is back in sync, broker 2 is next.
+    brokers.kill(3);
+    brokers.restart(3).await;
+    ready_pods(&client, &ns, "ord", &[3], "chronik:2").await;
+    reconcile_until(&client, &ctx, &ns, "ord", 30, "broker 2's restart", |_| {
+        true
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_names(&list_pods(&client, &ns).await).contains("ord-2") {
+        assert!(Instant::now() < deadline, "ord-2 never restarted");
+        reconcile_now(&client, &ctx, &ns, "ord").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(pod_names(&list_pods(&client, &ns).await).contains("ord-1"));
+
+    // The new ord-2 crash-loops: the roll stops with Degraded and the pod's reason, and
+    // ord-1 is left alone.
+    ready_pods(&client, &ns, "ord", &[2], "chronik:2").await;
+    pods.patch_status(
+        "ord-2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "broker", "image": "chronik:2", "imageID": "",
+                "ready": false, "restartCount": 5,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s restarting failed container"}}}],
+        }})),
+    )
+    .await
+    .unwrap();
+    let c = reconcile_until(&client, &ctx, &ns, "ord", 10, "the stall to show", |c| {
+        condition(c, "Degraded").1 == "UpgradeStalled"
+    })
+    .await;
+    let (_, _, message) = condition(&c, "Degraded");
+    assert!(
+        message.contains("broker 2 cannot start: CrashLoopBackOff"),
+        "{message}"
+    );
+    assert_eq!(
+        c.status
+            .as_ref()
+            .unwrap()
+            .last_upgrade
+            .as_ref()
+            .unwrap()
+            .result,
+        "Failed"
+    );
+    assert!(pod_names(&list_pods(&client, &ns).await).contains("ord-1"));
+    assert!(events(&client, &ns)
+        .await
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("UpgradeStalled")));
+
+    // Fixed (ord-2 starts): broker 1 goes last, then the upgrade is complete.
+    pods.patch_status(
+        "ord-2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "broker", "image": "chronik:2", "imageID": "",
+                "ready": true, "restartCount": 5, "state": {"running": {}}}],
+        }})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_names(&list_pods(&client, &ns).await).contains("ord-1") {
+        assert!(Instant::now() < deadline, "ord-1 never restarted");
+        reconcile_now(&client, &ctx, &ns, "ord").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ready_pods(&client, &ns, "ord", &[1], "chronik:2").await;
+    let c = reconcile_until(
+        &client,
+        &ctx,
+        &ns,
+        "ord",
+        20,
+        "the upgrade to complete",
+        |c| upgrading(c).0 == "False",
+    )
+    .await;
+    let status = c.status.unwrap();
+    assert_eq!(status.last_upgrade.as_ref().unwrap().result, "Succeeded");
+    assert_eq!(status.current_image.as_deref(), Some("chronik:2"));
+    assert!(events(&client, &ns)
+        .await
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("UpgradeComplete")));
 }

@@ -65,8 +65,8 @@ struct Group {
     caught_up: HashMap<u64, Instant>,
 }
 
-/// A voter stays in sync while it caught up with the commit index this recently and the
-/// leader heard from it within the last election timeout (Kafka's replica.lag.time.max.ms).
+/// A voter stays in sync while, this recently, it had every committed entry and the leader
+/// had heard from it within an election timeout (Kafka's replica.lag.time.max.ms).
 const ISR_LAG: Duration = Duration::from_secs(3);
 
 /// Ticks of a new group during which its preferred leader retries its campaign.
@@ -684,13 +684,14 @@ fn publish_raft_view(
                 if *id == raft.id {
                     return true;
                 }
-                if p.matched >= committed {
+                // (raft-rs clears `recent_active` at every quorum check and sets it again
+                // on the next response, so it only refreshes the mark, never clears it.)
+                if p.matched >= committed && p.recent_active {
                     caught_up.insert(*id, now);
                 }
-                p.recent_active
-                    && caught_up
-                        .get(id)
-                        .is_some_and(|t| now.duration_since(*t) < ISR_LAG)
+                caught_up
+                    .get(id)
+                    .is_some_and(|t| now.duration_since(*t) < ISR_LAG)
             })
             .collect()
     });
