@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
-.PHONY: deps build-deps build run test unit-test e2e-test lint fmt bench fuzz clean
+.PHONY: deps build-deps build run test unit-test e2e-test lint fmt crds bench fuzz clean
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
 deps:
@@ -37,6 +37,11 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# The CRD is generated from operator/src/crd.rs; a unit test fails when these copies drift.
+crds: build
+	$(CARGO_TARGET_DIR)/release/crdgen > crds/chronikcluster.yaml
+	cp crds/chronikcluster.yaml charts/chronik-operator/crds/chronikcluster.yaml
 
 bench: build
 	CHRONIK_BROKER_BIN=$(BROKER) bench/run.sh

@@ -6,10 +6,12 @@
 //! - [`reconcile`]: server-side apply of those objects and the status subresource;
 //! - [`upgrade`]: the rolling upgrade's plan (which broker restarts next, or why not);
 //! - [`admin`]: the brokers' admin API (cluster status, restart gates, leadership drain);
+//! - [`leader`]: leader election through a Lease (one active replica);
 //! - [`metrics`]: the operator's Prometheus metrics.
 
 pub mod admin;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
@@ -19,15 +21,18 @@ pub use crd::{ChronikCluster, ChronikClusterSpec, ChronikClusterStatus};
 
 #[cfg(test)]
 mod tests {
-    /// `crds/chronikcluster.yaml` must be exactly what `crdgen` prints.
+    /// `crds/chronikcluster.yaml` and the Helm chart's copy must be exactly what `crdgen`
+    /// prints.
     #[test]
     fn checked_in_crd_is_up_to_date() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/chronikcluster.yaml");
-        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
         let generated = crate::crd::crd_yaml();
-        assert!(
-            checked_in == generated,
-            "crds/chronikcluster.yaml is stale: run `cargo run --release --bin crdgen > crds/chronikcluster.yaml`"
-        );
+        for path in [
+            "crds/chronikcluster.yaml",
+            "charts/chronik-operator/crds/chronikcluster.yaml",
+        ] {
+            let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+            let checked_in = std::fs::read_to_string(full).unwrap_or_default();
+            assert!(checked_in == generated, "{path} is stale: run `make crds`");
+        }
     }
 }

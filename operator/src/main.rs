@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::{extract::State, routing::get, Router};
+use chronik_operator::leader::LeaseLock;
 use chronik_operator::{metrics, reconcile, ChronikCluster};
 use clap::Parser;
 use kube::api::{Api, ListParams};
@@ -38,9 +40,69 @@ struct Args {
     #[arg(long, env = "CHRONIK_OPERATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
 
-    /// This operator instance's name in Events (e.g. the pod name).
+    /// This operator instance's name in Events and in the leader Lease (e.g. the pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+
+    /// Elect a leader through a Lease, so that only one of several replicas reconciles.
+    #[arg(long, env = "CHRONIK_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "CHRONIK_OPERATOR_LEASE_NAME",
+        default_value = "chronik-operator"
+    )]
+    lease_name: String,
+}
+
+/// How long a Lease holds without renewal; it is renewed every third of that.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// Waits until this replica holds the Lease, then keeps renewing it in the background. A
+/// replica that cannot renew in time exits at once: another may already be reconciling.
+async fn lead(lock: LeaseLock) -> anyhow::Result<()> {
+    let mut waiting_logged = false;
+    loop {
+        match lock.try_acquire_or_renew().await {
+            Ok(true) => break,
+            Ok(false) if !waiting_logged => {
+                tracing::info!(
+                    identity = lock.identity(),
+                    "another replica leads; standing by"
+                );
+                waiting_logged = true;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election: cannot read the Lease"),
+        }
+        tokio::time::sleep(LEASE_DURATION / 5).await;
+    }
+    tracing::info!(identity = lock.identity(), "leading");
+    tokio::spawn(async move {
+        let mut last_renewal = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(LEASE_DURATION / 3).await;
+            match lock.try_acquire_or_renew().await {
+                Ok(true) => last_renewal = std::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("lost the leader Lease to another replica; exiting");
+                    std::process::exit(1);
+                }
+                Err(e) if last_renewal.elapsed() >= LEASE_DURATION * 2 / 3 => {
+                    tracing::error!(error = %e, "cannot renew the leader Lease in time; exiting");
+                    std::process::exit(1);
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing the leader Lease failed; retrying"),
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> anyhow::Result<()> {
@@ -75,19 +137,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
     let ctx = Arc::new(reconcile::Context::new(
-        client,
+        client.clone(),
         metrics,
         args.instance.clone(),
     ));
     let server = tokio::spawn(serve_metrics(args.metrics_addr, registry));
+    let lock = args.leader_election.then(|| {
+        let identity = args.instance.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "chronik-operator".into());
+            format!("{host}-{}", std::process::id())
+        });
+        LeaseLock::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            LEASE_DURATION,
+        )
+    });
+    if let Some(lock) = lock.clone() {
+        lead(lock).await?;
+    }
     tracing::info!(namespace = ?args.namespace, "controller starting");
-    tokio::select! {
+    let result = tokio::select! {
         _ = reconcile::run(ctx, args.namespace.as_deref(), true) => {
             tracing::info!("controller stopped");
             Ok(())
         }
         res = server => res?,
+    };
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "releasing the leader Lease failed");
+        }
     }
+    result
 }
 
 fn main() {

@@ -1518,3 +1518,131 @@ async fn rolling_upgrade_restarts_one_broker_at_a_time_behind_the_gates() {
         .iter()
         .any(|e| e.reason.as_deref() == Some("UpgradeComplete")));
 }
+
+// ---------------------------------------------------------------------------------------
+// Leader election and RBAC.
+
+/// A client authenticated as the admin but acting as `user` (impersonation).
+async fn client_as(user: &str) -> Client {
+    let shared = shared();
+    let kubeconfig = Kubeconfig::read_from(&shared.kubeconfig).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).expect("client")
+}
+
+#[tokio::test]
+async fn only_one_replica_holds_the_lease_until_it_expires() {
+    use chronik_operator::leader::LeaseLock;
+    let client = client().await;
+    let ns = namespace(&client, "lease").await;
+    let a = LeaseLock::new(client.clone(), &ns, "op", "a", Duration::from_secs(2));
+    let b = LeaseLock::new(client.clone(), &ns, "op", "b", Duration::from_secs(2));
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a takes the free Lease"
+    );
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "b must wait while a holds it"
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    // a stops renewing (it died): once the Lease expired, b takes over and a is out.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "b takes the expired Lease"
+    );
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("op")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("b"));
+    assert_eq!(lease.lease_transitions, Some(1));
+    // A released Lease is free at once.
+    b.release().await.unwrap();
+    assert!(a.try_acquire_or_renew().await.unwrap());
+}
+
+#[tokio::test]
+async fn the_chart_rbac_is_enough_and_no_more() {
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    let client = client().await;
+    let ns = namespace(&client, "rbac").await;
+    // The chart's RBAC template, rendered for this namespace as Helm would.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let template =
+        std::fs::read_to_string(repo.join("charts/chronik-operator/templates/rbac.yaml")).unwrap();
+    let rendered = template.replace("{{ .Release.Namespace }}", &ns);
+    assert!(
+        !rendered.contains("{{"),
+        "unrendered template left: {rendered}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), rendered).unwrap();
+    kubectl(&shared(), &["apply", "-f", file.path().to_str().unwrap()]).unwrap();
+
+    let operator = client_as(&format!("system:serviceaccount:{ns}:chronik-operator")).await;
+    let ctx = context(&operator);
+    create_cluster(
+        &client,
+        &ns,
+        "secure",
+        json!({"replicas": 3, "image": "chronik:1"}),
+    )
+    .await;
+    let cluster = get_cluster(&client, &ns, "secure").await;
+    reconcile::reconcile(Arc::new(cluster), ctx.clone())
+        .await
+        .expect("reconcile as the operator's ServiceAccount");
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .get("secure")
+        .await
+        .unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(3));
+    // Rolling upgrades delete pods; leader election writes a Lease.
+    ready_pods(&client, &ns, "secure", &[1], "chronik:1").await;
+    Api::<Pod>::namespaced(operator.clone(), &ns)
+        .delete("secure-1", &Default::default())
+        .await
+        .expect("delete a broker pod as the operator");
+    let lock = chronik_operator::leader::LeaseLock::new(
+        operator.clone(),
+        &ns,
+        "chronik-operator",
+        "pod-a",
+        Duration::from_secs(15),
+    );
+    assert!(lock.try_acquire_or_renew().await.unwrap());
+
+    // Least privilege: no Secrets, no Leases elsewhere, no deleting StatefulSets.
+    let err = Api::<Secret>::namespaced(operator.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect_err("the operator must not read Secrets");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403),
+        "{err}"
+    );
+    let elsewhere = chronik_operator::leader::LeaseLock::new(
+        operator.clone(),
+        "default",
+        "chronik-operator",
+        "pod-a",
+        Duration::from_secs(15),
+    );
+    assert!(elsewhere.try_acquire_or_renew().await.is_err());
+    let err = Api::<StatefulSet>::namespaced(operator.clone(), &ns)
+        .delete("secure", &Default::default())
+        .await
+        .expect_err("the operator never deletes StatefulSets");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403),
+        "{err}"
+    );
+}
