@@ -13,17 +13,18 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::cluster::leadership::LIVENESS_WINDOW;
+use crate::cluster::Starting;
 
 /// Reasons listed by RestartCheck are capped; the count says how many partitions block.
 const MAX_REASONS: usize = 20;
 
 pub struct AdminService {
-    broker: Arc<Broker>,
+    starting: Arc<Starting>,
 }
 
 impl AdminService {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        AdminService { broker }
+    pub fn new(starting: Arc<Starting>) -> Self {
+        AdminService { starting }
     }
 }
 
@@ -43,64 +44,57 @@ fn partition_status(p: &crate::log::PartitionShared) -> PartitionStatus {
     }
 }
 
-impl AdminService {
-    fn led_by(&self, node: i32) -> usize {
-        self.partitions()
-            .iter()
-            .filter(|p| p.leader == node)
-            .count()
-    }
+fn led_by(b: &Broker, node: i32) -> usize {
+    partitions(b).iter().filter(|p| p.leader == node).count()
+}
 
-    /// Every registered broker (this one even before it registered), with liveness from
-    /// the peers' leadership reports and counts from the partitions' views.
-    fn broker_statuses(&self, partitions: &[PartitionStatus]) -> Vec<BrokerStatus> {
-        let b = &self.broker;
-        let me = b.node_id;
-        let mut records = b.catalog.brokers();
-        if !records.iter().any(|r| r.id == me as u64) {
-            records.push(crate::metadata::BrokerRecord {
-                id: me as u64,
-                host: b.host.clone(),
-                port: b.port,
-                cluster_addr: String::new(),
-            });
-        }
-        records
-            .into_iter()
-            .map(|r| {
-                let id = r.id as i32;
-                BrokerStatus {
-                    node_id: id,
-                    kafka_endpoint: format!("{}:{}", r.host, r.port),
-                    ready: if id == me {
-                        b.catalog.is_ready()
-                    } else {
-                        b.catalog.peer_alive(r.id, LIVENESS_WINDOW)
-                    },
-                    leader_count: partitions.iter().filter(|p| p.leader == id).count() as u32,
-                    replica_count: partitions
-                        .iter()
-                        .filter(|p| p.replicas.contains(&id))
-                        .count() as u32,
-                    // Peers do not report their version yet; only ours is known.
-                    version: if id == me {
-                        env!("CARGO_PKG_VERSION").to_string()
-                    } else {
-                        String::new()
-                    },
-                }
-            })
-            .collect()
+/// Every registered broker (this one even before it registered), with liveness from
+/// the peers' leadership reports and counts from the partitions' views.
+fn broker_statuses(b: &Broker, partitions: &[PartitionStatus]) -> Vec<BrokerStatus> {
+    let me = b.node_id;
+    let mut records = b.catalog.brokers();
+    if !records.iter().any(|r| r.id == me as u64) {
+        records.push(crate::metadata::BrokerRecord {
+            id: me as u64,
+            host: b.host.clone(),
+            port: b.port,
+            cluster_addr: String::new(),
+        });
     }
+    records
+        .into_iter()
+        .map(|r| {
+            let id = r.id as i32;
+            BrokerStatus {
+                node_id: id,
+                kafka_endpoint: format!("{}:{}", r.host, r.port),
+                ready: if id == me {
+                    b.catalog.is_ready()
+                } else {
+                    b.catalog.peer_alive(r.id, LIVENESS_WINDOW)
+                },
+                leader_count: partitions.iter().filter(|p| p.leader == id).count() as u32,
+                replica_count: partitions
+                    .iter()
+                    .filter(|p| p.replicas.contains(&id))
+                    .count() as u32,
+                // Peers do not report their version yet; only ours is known.
+                version: if id == me {
+                    env!("CARGO_PKG_VERSION").to_string()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect()
+}
 
-    fn partitions(&self) -> Vec<PartitionStatus> {
-        self.broker
-            .catalog
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| partition_status(p)))
-            .collect()
-    }
+fn partitions(b: &Broker) -> Vec<PartitionStatus> {
+    b.catalog
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| partition_status(p)))
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -109,8 +103,8 @@ impl Admin for AdminService {
         &self,
         request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
-        let b = &self.broker;
-        let partitions = self.partitions();
+        let b = self.starting.broker()?;
+        let partitions = partitions(b);
         let me = b.node_id;
         let summary = PartitionSummary {
             total: partitions.len() as u32,
@@ -121,7 +115,7 @@ impl Admin for AdminService {
             offline: partitions.iter().filter(|p| p.isr.is_empty()).count() as u32,
             leaderless: partitions.iter().filter(|p| p.leader < 0).count() as u32,
         };
-        let brokers = self.broker_statuses(&partitions);
+        let brokers = broker_statuses(b, &partitions);
         Ok(Response::new(ClusterStatusResponse {
             cluster_id: b.cluster_id(),
             node_id: me,
@@ -139,16 +133,17 @@ impl Admin for AdminService {
         &self,
         request: Request<DrainLeadershipRequest>,
     ) -> Result<Response<DrainLeadershipResponse>, Status> {
+        let b = self.starting.broker()?;
         let node = request.into_inner().node_id;
-        if node != self.broker.node_id {
+        if node != b.node_id {
             return Err(Status::failed_precondition(format!(
                 "this is node {}; ask node {node}'s own admin endpoint to drain it",
-                self.broker.node_id
+                b.node_id
             )));
         }
-        let before = self.led_by(node);
-        crate::app::drain_leadership(&self.broker).await;
-        let remaining = self.led_by(node);
+        let before = led_by(b, node);
+        crate::app::drain_leadership(b).await;
+        let remaining = led_by(b, node);
         Ok(Response::new(DrainLeadershipResponse {
             transferred: before.saturating_sub(remaining) as u32,
             remaining: remaining as u32,
@@ -165,7 +160,7 @@ impl Admin for AdminService {
         _: Request<RebalanceRequest>,
     ) -> Result<Response<RebalanceResponse>, Status> {
         Err(Status::unimplemented(
-            "replica movement arrives with multi-node replication",
+            "replica movement (membership changes driven by the cluster) is not implemented yet",
         ))
     }
 
@@ -174,7 +169,7 @@ impl Admin for AdminService {
         _: Request<RebalanceStatusRequest>,
     ) -> Result<Response<RebalanceStatusResponse>, Status> {
         Err(Status::unimplemented(
-            "replica movement arrives with multi-node replication",
+            "replica movement (membership changes driven by the cluster) is not implemented yet",
         ))
     }
 
@@ -183,7 +178,7 @@ impl Admin for AdminService {
         _: Request<DecommissionRequest>,
     ) -> Result<Response<DecommissionResponse>, Status> {
         Err(Status::unimplemented(
-            "replica movement arrives with multi-node replication",
+            "replica movement (membership changes driven by the cluster) is not implemented yet",
         ))
     }
 
@@ -192,7 +187,7 @@ impl Admin for AdminService {
         _: Request<DecommissionStatusRequest>,
     ) -> Result<Response<DecommissionStatusResponse>, Status> {
         Err(Status::unimplemented(
-            "replica movement arrives with multi-node replication",
+            "replica movement (membership changes driven by the cluster) is not implemented yet",
         ))
     }
 
@@ -200,10 +195,10 @@ impl Admin for AdminService {
         &self,
         request: Request<RestartCheckRequest>,
     ) -> Result<Response<RestartCheckResponse>, Status> {
+        let b = self.starting.broker()?;
         let req = request.into_inner();
         let node = req.node_id;
-        let hosted = self
-            .partitions()
+        let hosted = partitions(b)
             .into_iter()
             .filter(|p| p.replicas.contains(&node));
         let blocking: Vec<String> = match req.phase() {
@@ -223,7 +218,7 @@ impl Admin for AdminService {
                 return Err(Status::invalid_argument("phase must be PRE or POST"))
             }
         };
-        let ready = self.broker.catalog.is_ready() || req.phase() == Phase::Pre;
+        let ready = b.catalog.is_ready() || req.phase() == Phase::Pre;
         Ok(Response::new(RestartCheckResponse {
             safe: blocking.is_empty() && ready,
             blocking_partitions: blocking.len() as u32,

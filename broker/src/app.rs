@@ -1,7 +1,9 @@
-//! Wiring: start-up order is settings, storage, Raft driver (which replays the log), the
-//! gRPC endpoint for peers and the admin API, the metrics/health endpoint, the Kafka
-//! listener, and finally registration in the metadata log (after which the broker is
-//! ready). Shutdown first hands leadership to other voters, then runs in reverse.
+//! Wiring: start-up order is settings, storage, the gRPC endpoint for peers and the admin
+//! API (which answers peers' Join calls from the start), the decision to bootstrap or join
+//! a cluster (brokers without cluster state only), the Raft driver (which replays the
+//! log), the metrics/health endpoint, the Kafka listener, and finally registration in the
+//! metadata log (after which the broker is ready). Shutdown first hands leadership to other
+//! voters, then runs in reverse.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,13 +37,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = storage::open(&args.data_dir)?;
     let catalog = Arc::new(metadata::Catalog::default());
     let peers = Arc::new(Peers::new(args.node_id, &args.peers, catalog.clone()));
-    let mut voters: Vec<u64> = args.peers.iter().map(|p| p.id).collect();
-    voters.push(args.node_id);
-    voters.sort_unstable();
-    voters.dedup();
+    let had_cluster_state =
+        storage::GroupStorage::load(db.clone(), metadata::METADATA_GROUP)?.is_some();
+    let starting = cluster::Starting::new(had_cluster_state);
+    let (trigger, shutdown) = shutdown::channel();
+    let grpc_task = tokio::spawn(cluster::serve(
+        args.cluster_addr,
+        starting.clone(),
+        shutdown.clone(),
+    )?);
+    let (voters, learners) = if had_cluster_state || args.peers.is_empty() {
+        // (Ignored when the metadata group exists: its members are on disk.)
+        (vec![args.node_id], vec![])
+    } else {
+        tokio::select! {
+            members = cluster::join::bootstrap_or_join(args.node_id, &advertised_cluster, &peers) => members,
+            _ = wait_for_signal() => {
+                tracing::info!("shutdown requested before the broker joined a cluster");
+                return Ok(());
+            }
+        }
+    };
     let driver_config = raft::DriverConfig {
         node_id: args.node_id,
         voters,
+        learners,
         tick: Duration::from_millis(settings.raft_tick_ms),
         retention_check: Duration::from_millis(settings.retention_check_interval_ms),
         retention_ms: settings.retention_ms,
@@ -62,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         raft: raft.clone(),
         peers,
     });
+    starting.set(broker.clone());
     let registration = BrokerRecord {
         id: args.node_id,
         host: broker.host.clone(),
@@ -69,7 +90,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster_addr: advertised_cluster,
     };
 
-    let (trigger, shutdown) = shutdown::channel();
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding Kafka address {}: {e}", args.kafka_addr))?;
@@ -81,11 +101,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let server_task = tokio::spawn(server::serve(
         kafka_listener,
-        broker.clone(),
-        shutdown.clone(),
-    ));
-    let grpc_task = tokio::spawn(cluster::serve(
-        args.cluster_addr,
         broker.clone(),
         shutdown.clone(),
     ));

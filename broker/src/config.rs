@@ -40,9 +40,10 @@ pub struct Args {
     pub advertised_cluster_addr: Option<String>,
 
     /// The other brokers of the cluster as `ID@HOST:PORT` (their cluster addresses),
-    /// comma-separated. They and this broker are the voters of the metadata group when it
-    /// is first created, so every broker of a new cluster must be given the same set.
-    /// Empty: a single-node cluster.
+    /// comma-separated. A broker without cluster state asks them first: if none has any,
+    /// they bootstrap a new cluster together (all of them voters of the metadata group, so
+    /// every broker of a new cluster must be given the same set); otherwise it joins the
+    /// running one. Empty: a single-node cluster.
     #[arg(long, env = "CHRONIK_PEERS", value_delimiter = ',', value_parser = parse_peer)]
     pub peers: Vec<Peer>,
 

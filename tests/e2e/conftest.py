@@ -382,6 +382,19 @@ def cluster_factory(request, tmp_path_factory):
             b.wait_ready(timeout)
         return brokers
 
+    def add(brokers: list[ChronikBroker], config: dict | None = None) -> ChronikBroker:
+        """Start one more broker (the next node id) that knows the others: it joins
+        their running cluster. Returns it ready; `brokers` gets it appended."""
+        node_id = max(b.node_id for b in brokers) + 1
+        b = ChronikBroker(tmp_path_factory.mktemp(f"node{node_id}"), config=config, node_id=node_id)
+        b.peers = [(o.node_id, o.admin_addr) for o in brokers]
+        _register(request, b)
+        started.append(b)
+        b.start()
+        brokers.append(b)
+        return b
+
+    make.add = add
     yield make
     crashed = [(b, b.died_unexpectedly()) for b in started]
     for b in started:

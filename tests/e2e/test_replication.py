@@ -208,3 +208,35 @@ def test_sigterm_hands_leadership_away_before_exiting(cluster_factory, topic_nam
     acked, errors = retry_transient(
         lambda: produce_acked(bootstrap(survivors), topic_name, [b"after-%d" % i for i in range(100)]))
     assert len(acked) == 100 and not errors
+
+
+def test_a_new_broker_joins_the_running_cluster(cluster_factory, topic_name):
+    brokers = cluster_factory(BROKERS)
+    before = create_replicated(brokers, topic_name, 3)
+    acked, errors = produce_acked(bootstrap(brokers), topic_name, [b"old-%d" % i for i in range(300)])
+    assert len(acked) == 300 and not errors
+
+    # Broker 4 starts empty, knowing the others: it joins (a learner of the metadata
+    # group), catches up on the metadata log, registers and becomes ready.
+    fourth = cluster_factory.add(brokers)
+    md = admin(fourth.bootstrap).list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3, 4]
+    assert len({admin(b.bootstrap).list_topics(timeout=10).cluster_id for b in brokers}) == 1
+    # It serves metadata for partitions it does not host, and clients bootstrapping from
+    # it alone read everything.
+    assert wait_replicated(brokers, topic_name, 3, 3) == before
+    got = confluent_read_all(fourth.bootstrap, topic_name, expected=300)
+    assert sorted(r.value for r in got) == sorted(acked)
+
+    # New topics place replicas on it: with RF 1 over 4 brokers and 8 partitions, each
+    # broker gets two.
+    spread = topic_name + "-new"
+    view = create_replicated(brokers, spread, 8, rf=1)
+    assert sorted(leader for leader, _, _ in view.values()) == [1, 1, 2, 2, 3, 3, 4, 4]
+    acked, errors = produce_acked(fourth.bootstrap, spread, [b"new-%d" % i for i in range(400)])
+    assert len(acked) == 400 and not errors
+
+    # Restarted, it is still a member (its metadata state is on disk).
+    fourth.restart()
+    got = confluent_read_all(fourth.bootstrap, spread, expected=400)
+    assert len(got) == 400

@@ -1,5 +1,6 @@
 //! The cluster gRPC service that peers call: Raft messages in, metadata commands
-//! forwarded by brokers that do not lead the metadata group, and leadership reports.
+//! forwarded by brokers that do not lead the metadata group, leadership reports, and
+//! joins of brokers without cluster state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,22 +13,23 @@ use raft::eraftpb::Message;
 use tonic::{Request, Response, Status};
 
 use super::forward::error_code;
-use crate::broker::Broker;
+use super::Starting;
 use crate::metadata::{self, Command};
 
 pub struct ClusterService {
-    broker: Arc<Broker>,
+    starting: Arc<Starting>,
 }
 
 impl ClusterService {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        ClusterService { broker }
+    pub fn new(starting: Arc<Starting>) -> Self {
+        ClusterService { starting }
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn step(&self, request: Request<StepRequest>) -> Result<Response<StepResponse>, Status> {
+        let broker = self.starting.broker()?;
         let request = request.into_inner();
         let mut messages = Vec::with_capacity(request.messages.len());
         for m in request.messages {
@@ -39,7 +41,7 @@ impl Cluster for ClusterService {
             })?;
             messages.push((m.group, decoded));
         }
-        self.broker.raft.step(messages);
+        broker.raft.step(messages);
         Ok(Response::new(StepResponse {}))
     }
 
@@ -47,12 +49,13 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ProposeMetadataRequest>,
     ) -> Result<Response<ProposeMetadataResponse>, Status> {
+        let broker = self.starting.broker()?;
         let request = request.into_inner();
         let command: Command = serde_json::from_slice(&request.command)
             .map_err(|e| Status::invalid_argument(format!("undecodable metadata command: {e}")))?;
         let timeout = Duration::from_millis(u64::from(request.timeout_ms.clamp(100, 60_000)));
         // Proposed here only: forwarding again could bounce between stale views.
-        let result = match self.broker.raft.propose_metadata(&command, timeout).await {
+        let result = match broker.raft.propose_metadata(&command, timeout).await {
             Ok(outcome) => {
                 Answer::Outcome(serde_json::to_vec(&outcome).expect("outcomes serialize"))
             }
@@ -67,9 +70,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<LeadershipReport>,
     ) -> Result<Response<LeadershipAck>, Status> {
+        let broker = self.starting.broker()?;
         let report = request.into_inner();
         let from = report.from_node;
-        let catalog = &self.broker.catalog;
+        let catalog = &broker.catalog;
         catalog.peer_seen(from);
         let partitions = catalog.partitions_by_group();
         for g in report.groups {
@@ -80,5 +84,36 @@ impl Cluster for ClusterService {
             }
         }
         Ok(Response::new(LeadershipAck {}))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let request = request.into_inner();
+        let node = request.node_id;
+        let Some(broker) = self.starting.get() else {
+            // Still starting: without cluster state it has none to offer; with it, the
+            // asker must wait until it can answer for it.
+            if self.starting.had_cluster_state {
+                return Err(Status::unavailable("the broker is starting"));
+            }
+            return Ok(Response::new(JoinResponse::default()));
+        };
+        if crate::broker::split_host_port(&request.cluster_addr).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "cluster_addr {:?} is not host:port",
+                request.cluster_addr
+            )));
+        }
+        broker.peers.learn(node, request.cluster_addr);
+        let m = broker
+            .raft
+            .join(node)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(JoinResponse {
+            cluster_exists: true,
+            voters: m.voters,
+            learners: m.learners,
+            leader: m.leader,
+        }))
     }
 }

@@ -22,12 +22,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost011::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
 use raft::RawNode;
 use rocksdb::WriteBatch;
 
 use super::writer::{self, PersistJob};
-use super::{Applied, DriverMsg, ProposeError, RaftHandle, Reply, Transport};
+use super::{Applied, DriverMsg, Membership, ProposeError, RaftHandle, Reply, Transport};
 use crate::log::{self, AppendOutcome, PartitionMachine, PartitionShared};
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord, TopicView};
 use crate::metrics;
@@ -37,8 +37,11 @@ use crate::storage::{self, keys, Db, GroupStorage};
 pub struct DriverConfig {
     pub node_id: u64,
     /// Voters of the metadata group when this node creates it: every broker of a new
-    /// cluster, this one included.
+    /// cluster, this one included (or, for a broker joining an existing cluster, the
+    /// members it was told about).
     pub voters: Vec<u64>,
+    /// Learners of the metadata group when this node creates it (a joining broker).
+    pub learners: Vec<u64>,
     pub tick: Duration,
     pub retention_check: Duration,
     pub retention_ms: i64,
@@ -129,8 +132,8 @@ impl Driver {
             outbox: HashMap::new(),
             held: HashMap::new(),
         };
-        let voters = driver.cfg.voters.clone();
-        driver.open_group(metadata::METADATA_GROUP, None, &voters)?;
+        let (voters, learners) = (driver.cfg.voters.clone(), driver.cfg.learners.clone());
+        driver.open_group(metadata::METADATA_GROUP, None, &voters, &learners)?;
         let topics: Vec<(String, TopicRecord)> = driver
             .meta
             .topics
@@ -251,7 +254,40 @@ impl Driver {
                 let _ = reply.send(self.transfer_leadership());
                 true
             }
+            DriverMsg::Join { node, reply } => {
+                let _ = reply.send(self.join(node));
+                true
+            }
             DriverMsg::Shutdown => false,
+        }
+    }
+
+    /// The metadata group's membership; its leader also adds `node` as a learner (one
+    /// membership change at a time: while one is pending raft-rs drops the next, and the
+    /// joining broker simply asks again).
+    fn join(&mut self, node: u64) -> Membership {
+        let Some(g) = self.groups.get_mut(&metadata::METADATA_GROUP) else {
+            return Membership::default();
+        };
+        let cs = g.node.raft.prs().conf().to_conf_state();
+        let member = cs.voters.contains(&node) || cs.learners.contains(&node);
+        if !member && g.node.raft.state == raft::StateRole::Leader {
+            let cc = ConfChange {
+                change_type: ConfChangeType::AddLearnerNode as i32,
+                node_id: node,
+                ..Default::default()
+            };
+            match g.node.propose_conf_change(vec![], cc) {
+                Ok(()) => {
+                    tracing::info!(node, "adding a broker to the metadata group as a learner")
+                }
+                Err(e) => tracing::debug!(node, error = %e, "membership change not proposed yet"),
+            }
+        }
+        Membership {
+            voters: cs.voters,
+            learners: cs.learners,
+            leader: g.node.raft.leader_id,
         }
     }
 
@@ -488,7 +524,7 @@ impl Driver {
                 .unwrap_or_else(|| vec![me]);
             if replicas.contains(&me) {
                 let machine = PartitionMachine::load(&self.db, shared.clone())?;
-                self.open_group(gid, Some(machine), &replicas)?;
+                self.open_group(gid, Some(machine), &replicas, &[])?;
             } else {
                 shared.apply_report(0, 0, &replicas, &[]);
             }
@@ -503,19 +539,27 @@ impl Driver {
         Ok(())
     }
 
-    /// Loads a group from disk, or creates it with `voters` as its initial voters.
+    /// Loads a group from disk, or creates it with `voters` and `learners` as its initial
+    /// members.
     fn open_group(
         &mut self,
         gid: u64,
         partition: Option<PartitionMachine>,
         voters: &[u64],
+        learners: &[u64],
     ) -> anyhow::Result<()> {
         let node_id = self.cfg.node_id;
         let (mut storage, created) = match GroupStorage::load(self.db.clone(), gid)? {
             Some(s) => (s, false),
             None => {
                 let mut wb = WriteBatch::default();
-                let s = GroupStorage::create(self.db.clone(), gid, voters.to_vec(), &mut wb);
+                let s = GroupStorage::create(
+                    self.db.clone(),
+                    gid,
+                    voters.to_vec(),
+                    learners.to_vec(),
+                    &mut wb,
+                );
                 storage::write(&self.db, wb, true)?;
                 (s, true)
             }
@@ -795,6 +839,7 @@ mod tests {
         DriverConfig {
             node_id: 1,
             voters: vec![1],
+            learners: vec![],
             tick: Duration::from_millis(100),
             retention_check: Duration::from_secs(3600),
             retention_ms: -1,

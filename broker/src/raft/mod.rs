@@ -38,6 +38,14 @@ pub enum ProposeError {
 
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
+/// The metadata group's members and leader as this node knows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub leader: u64,
+}
+
 /// Carries Raft messages to other brokers: `(group, message)` pairs, all for node `to`.
 /// Sending must not block the driver; a lost message is fine, Raft sends again.
 pub trait Transport: Send + 'static {
@@ -70,6 +78,12 @@ pub(crate) enum DriverMsg {
     /// Hand leadership of every group this node leads to its most caught-up voter;
     /// answers how many transfers were started.
     TransferLeadership(oneshot::Sender<usize>),
+    /// A broker without cluster state asks to join: answers the metadata group's
+    /// membership (and, on its leader, adds the broker as a learner).
+    Join {
+        node: u64,
+        reply: oneshot::Sender<Membership>,
+    },
     Shutdown,
 }
 
@@ -117,6 +131,13 @@ impl RaftHandle {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(DriverMsg::TransferLeadership(reply));
         rx.await.unwrap_or(0)
+    }
+
+    /// See [`DriverMsg::Join`].
+    pub async fn join(&self, node: u64) -> Result<Membership, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(DriverMsg::Join { node, reply });
+        rx.await.map_err(|_| ProposeError::ShuttingDown)
     }
 
     pub fn shutdown(&self) {

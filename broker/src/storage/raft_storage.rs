@@ -30,10 +30,18 @@ pub struct GroupStorage {
 }
 
 impl GroupStorage {
-    /// A brand-new group whose initial voters are `voters`; its state is staged into `batch`.
-    pub fn create(db: Db, group: u64, voters: Vec<u64>, batch: &mut WriteBatch) -> Self {
+    /// A brand-new group whose initial members are `voters` and `learners`; its state is
+    /// staged into `batch`.
+    pub fn create(
+        db: Db,
+        group: u64,
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+        batch: &mut WriteBatch,
+    ) -> Self {
         let conf_state = ConfState {
             voters,
+            learners,
             ..Default::default()
         };
         batch.put(
@@ -356,7 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::storage::open(dir.path()).unwrap();
         let mut batch = WriteBatch::default();
-        let mut s = GroupStorage::create(db.clone(), 9, vec![1], &mut batch);
+        let mut s = GroupStorage::create(db.clone(), 9, vec![1], vec![], &mut batch);
         s.stage_append(
             &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
             &mut batch,
@@ -401,7 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::storage::open(dir.path()).unwrap();
         let mut batch = WriteBatch::default();
-        let mut s = GroupStorage::create(db.clone(), 1, vec![1], &mut batch);
+        let mut s = GroupStorage::create(db.clone(), 1, vec![1], vec![], &mut batch);
         let big = vec![7u8; 1000];
         s.stage_append(&[entry(1, 1, &big), entry(2, 1, &big)], &mut batch);
         crate::storage::write(&db, batch, true).unwrap();
