@@ -1,8 +1,9 @@
 //! The admin API (gRPC, `chronik-api`), served on `--cluster-addr` (see `cluster::serve`).
 //!
 //! Answers come from this broker's view of the cluster: its own Raft groups plus its
-//! peers' leadership reports. Replica movement (rebalance, decommission) answers
-//! UNIMPLEMENTED until membership changes are driven.
+//! peers' leadership reports. Rebalance and Decommission commit new target voters for
+//! partitions (see `cluster::placement`); each partition's leader then moves its group's
+//! membership there, and the status calls report what is still moving.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::cluster::leadership::LIVENESS_WINDOW;
-use crate::cluster::Starting;
+use crate::cluster::{placement, Starting};
 
 /// Reasons listed by RestartCheck are capped; the count says how many partitions block.
 const MAX_REASONS: usize = 20;
@@ -42,6 +43,68 @@ fn partition_status(p: &crate::log::PartitionShared) -> PartitionStatus {
         high_watermark: p.high_watermark(),
         log_start_offset: p.log_start(),
     }
+}
+
+/// Brokers that can take replicas: registered, and this one or heard from recently.
+fn live_brokers(b: &Broker) -> Vec<u64> {
+    let me = b.node_id as u64;
+    let mut ids: Vec<u64> = b
+        .catalog
+        .brokers()
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| *id == me || b.catalog.peer_alive(*id, LIVENESS_WINDOW))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Every partition group with its current voters (a target counts as where it is going).
+fn placement_of(b: &Broker) -> placement::Placement {
+    let targets = b.catalog.targets();
+    b.catalog
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| {
+            let voters = targets
+                .get(&p.group)
+                .cloned()
+                .unwrap_or_else(|| p.replicas().0);
+            (p.group, voters)
+        })
+        .collect()
+}
+
+/// Partitions whose voters are not their target yet, as `topic-partition`.
+fn pending_moves(b: &Broker) -> Vec<String> {
+    let targets = b.catalog.targets();
+    b.catalog
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| {
+            targets.get(&p.group).is_some_and(|target| {
+                let (mut voters, isr) = p.replicas();
+                let mut target = target.clone();
+                voters.sort_unstable();
+                target.sort_unstable();
+                voters != target || isr.len() < voters.len()
+            })
+        })
+        .map(|p| format!("{}-{}", p.topic, p.partition))
+        .collect()
+}
+
+async fn commit_targets(b: &Broker, targets: placement::Placement) -> Result<(), Status> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let command = crate::metadata::Command::SetTargets { targets };
+    crate::cluster::propose_metadata(b, &command, std::time::Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|e| Status::unavailable(format!("committing the new placement: {e}")))
 }
 
 fn led_by(b: &Broker, node: i32) -> usize {
@@ -159,36 +222,90 @@ impl Admin for AdminService {
         &self,
         _: Request<RebalanceRequest>,
     ) -> Result<Response<RebalanceResponse>, Status> {
-        Err(Status::unimplemented(
-            "replica movement (membership changes driven by the cluster) is not implemented yet",
-        ))
+        let b = self.starting.broker()?;
+        let brokers = live_brokers(b);
+        let targets = placement::rebalance(&placement_of(b), &brokers);
+        let moves = targets.len();
+        commit_targets(b, targets).await?;
+        tracing::info!(moves, ?brokers, "rebalance started");
+        Ok(Response::new(RebalanceResponse {
+            rebalance_id: format!("rebalance-{}", b.catalog.targets().len()),
+        }))
     }
 
     async fn rebalance_status(
         &self,
         _: Request<RebalanceStatusRequest>,
     ) -> Result<Response<RebalanceStatusResponse>, Status> {
-        Err(Status::unimplemented(
-            "replica movement (membership changes driven by the cluster) is not implemented yet",
-        ))
+        let b = self.starting.broker()?;
+        let pending = pending_moves(b);
+        Ok(Response::new(RebalanceStatusResponse {
+            done: pending.is_empty(),
+            moves_pending: pending.len() as u32,
+            message: if pending.is_empty() {
+                "every partition has its target replicas".into()
+            } else {
+                format!(
+                    "{} partitions are moving: {}",
+                    pending.len(),
+                    pending.join(", ")
+                )
+            },
+        }))
     }
 
     async fn decommission(
         &self,
-        _: Request<DecommissionRequest>,
+        request: Request<DecommissionRequest>,
     ) -> Result<Response<DecommissionResponse>, Status> {
-        Err(Status::unimplemented(
-            "replica movement (membership changes driven by the cluster) is not implemented yet",
-        ))
+        let b = self.starting.broker()?;
+        let node = request.into_inner().node_id;
+        let node = u64::try_from(node)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Status::invalid_argument("node_id must be a broker id >= 1"))?;
+        let brokers = live_brokers(b);
+        let targets = placement::decommission(&placement_of(b), &brokers, node).map_err(|g| {
+            Status::failed_precondition(format!(
+                "partition group {g} has no other live broker to move to: its replication \
+                 factor needs more brokers than the {} left",
+                brokers.len().saturating_sub(1)
+            ))
+        })?;
+        tracing::info!(node, moves = targets.len(), "decommission started");
+        commit_targets(b, targets).await?;
+        Ok(Response::new(DecommissionResponse {}))
     }
 
     async fn decommission_status(
         &self,
-        _: Request<DecommissionStatusRequest>,
+        request: Request<DecommissionStatusRequest>,
     ) -> Result<Response<DecommissionStatusResponse>, Status> {
-        Err(Status::unimplemented(
-            "replica movement (membership changes driven by the cluster) is not implemented yet",
-        ))
+        let b = self.starting.broker()?;
+        let node = request.into_inner().node_id;
+        let remaining: Vec<String> = partitions(b)
+            .into_iter()
+            .filter(|p| p.replicas.contains(&node))
+            .map(|p| format!("{}-{}", p.topic, p.partition))
+            .collect();
+        Ok(Response::new(DecommissionStatusResponse {
+            done: remaining.is_empty(),
+            replicas_remaining: remaining.len() as u32,
+            message: if remaining.is_empty() {
+                format!("node {node} holds no replica")
+            } else {
+                format!(
+                    "node {node} still holds {}: {}",
+                    remaining.len(),
+                    remaining
+                        .iter()
+                        .take(MAX_REASONS)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        }))
     }
 
     async fn restart_check(

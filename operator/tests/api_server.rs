@@ -990,12 +990,20 @@ fn broker_binary() -> PathBuf {
     bin
 }
 
+/// A free port not handed out before by this test binary (the brokers' ports are all
+/// picked before any of them binds, so the OS alone could repeat one).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 async fn start_brokers() -> Brokers {

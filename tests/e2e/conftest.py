@@ -47,10 +47,19 @@ def broker_bin() -> Path:
     return target / "release" / "chronik-broker"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port not handed out before in this session (brokers of one cluster get their
+    ports before any of them binds, so the OS alone could give two of them the same one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:

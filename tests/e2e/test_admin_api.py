@@ -58,6 +58,9 @@ def test_restart_gates_and_drain_on_a_single_node(chronik_broker, topic_name, ad
     with pytest.raises(grpc.RpcError) as err:
         admin.RestartCheck(pb.RestartCheckRequest(node_id=b.node_id), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # One broker is balanced already; it cannot be decommissioned (nowhere to go).
+    admin.Rebalance(pb.RebalanceRequest(), timeout=10)
+    assert admin.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10).done
     with pytest.raises(grpc.RpcError) as err:
-        admin.Rebalance(pb.RebalanceRequest(), timeout=10)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        admin.Decommission(pb.DecommissionRequest(node_id=b.node_id), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION

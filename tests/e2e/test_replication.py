@@ -240,3 +240,66 @@ def test_a_new_broker_joins_the_running_cluster(cluster_factory, topic_name):
     fourth.restart()
     got = confluent_read_all(fourth.bootstrap, spread, expected=400)
     assert len(got) == 400
+
+
+def wait_for(what, fn, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
+        time.sleep(0.3)
+
+
+def test_rebalance_moves_replicas_to_a_new_broker_and_decommission_moves_them_off(
+        cluster_factory, topic_name, admin_pb):
+    pb, _ = admin_pb
+    brokers = cluster_factory(BROKERS)
+    create_replicated(brokers, topic_name, 6)
+    first = [b"before-%d" % i for i in range(600)]
+    acked, errors = produce_acked(bootstrap(brokers), topic_name, first)
+    assert len(acked) == 600 and not errors
+    fourth = cluster_factory.add(brokers)
+
+    # Rebalance: broker 4 takes its share of the 18 replicas; every group ends with three
+    # in-sync voters again, and nothing is lost or duplicated.
+    api = admin_stub(brokers[0], admin_pb)
+    api.Rebalance(pb.RebalanceRequest(), timeout=30)
+    wait_for("the rebalance", lambda: api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10).done)
+    view = wait_replicated(brokers, topic_name, 6, 3)
+    load = {b.node_id: sum(b.node_id in r for _, r, _ in view.values()) for b in brokers}
+    assert all(4 <= n <= 5 for n in load.values()), load
+    got = confluent_read_all(bootstrap(brokers), topic_name, expected=600)
+    assert sorted(r.value for r in got) == sorted(first)
+
+    # Decommission broker 1: its replicas move to the others; then it can go.
+    api.Decommission(pb.DecommissionRequest(node_id=1), timeout=30)
+    status = wait_for("the decommission", lambda: (
+        lambda s: s if s.done else None)(api.DecommissionStatus(pb.DecommissionStatusRequest(node_id=1), timeout=10)))
+    assert status.replicas_remaining == 0
+    view = wait_replicated(brokers, topic_name, 6, 3)
+    assert all(1 not in replicas for _, replicas, _ in view.values()), view
+    leaving = brokers[0]
+    assert leaving.terminate(timeout=30) == 0
+    rest = brokers[1:]
+    assert wait_replicated(rest, topic_name, 6, 3) == view
+    second = [b"after-%d" % i for i in range(300)]
+    acked, errors = produce_acked(bootstrap(rest), topic_name, second)
+    assert len(acked) == 300 and not errors
+    got = confluent_read_all(bootstrap(rest), topic_name, expected=900)
+    values = [r.value for r in got]
+    assert len(values) == len(set(values)) == 900
+    assert set(values) == set(first) | set(second)
+
+
+def test_decommission_refuses_when_replicas_have_nowhere_to_go(cluster_factory, topic_name, admin_pb):
+    import grpc
+    pb, _ = admin_pb
+    brokers = cluster_factory(BROKERS)
+    create_replicated(brokers, topic_name, 2)
+    api = admin_stub(brokers[0], admin_pb)
+    with pytest.raises(grpc.RpcError) as err:
+        api.Decommission(pb.DecommissionRequest(node_id=2), timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no other live broker" in err.value.details()

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod join;
 pub mod leadership;
 pub mod peers;
+pub mod placement;
 pub mod registration;
 pub mod service;
 pub mod transport;

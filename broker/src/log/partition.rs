@@ -30,6 +30,9 @@ pub struct PartitionShared {
     leader: AtomicU64,
     /// Voters of the group and those caught up with the leader's commit index.
     replicas: Mutex<(Vec<u64>, Vec<u64>)>,
+    /// Voters as the leader last reported them (a replica removed from the group learns
+    /// it this way: it never sees its removal commit).
+    reported_voters: Mutex<Vec<u64>>,
     log_bytes: AtomicU64,
     /// Applied batches whose offset-index entries may not be in RocksDB yet (the log
     /// writer stores them with its next batch); readers merge these with the index.
@@ -47,6 +50,7 @@ impl PartitionShared {
             leader_epoch: AtomicI32::new(0),
             leader: AtomicU64::new(0),
             replicas: Mutex::new((vec![], vec![])),
+            reported_voters: Mutex::new(vec![]),
             log_bytes: AtomicU64::new(0),
             unflushed: Mutex::new(BTreeMap::new()),
         }
@@ -128,6 +132,12 @@ impl PartitionShared {
         self.leader.store(leader, Ordering::Release);
         self.set_leader_epoch(term as i32);
         *r = (voters.to_vec(), in_sync.to_vec());
+        *self.reported_voters.lock().unwrap() = voters.to_vec();
+    }
+
+    /// The voters in the leader's last report; empty before any.
+    pub fn reported_voters(&self) -> Vec<u64> {
+        self.reported_voters.lock().unwrap().clone()
     }
 
     /// Whether `node` is the current leader as far as this broker knows.

@@ -33,6 +33,8 @@ pub struct Catalog {
     topics: RwLock<BTreeMap<String, Arc<TopicView>>>,
     brokers: RwLock<BTreeMap<u64, BrokerRecord>>,
     cluster_id: RwLock<Option<String>>,
+    /// Target voters of partition groups being moved (rebalance, decommission).
+    targets: RwLock<BTreeMap<u64, Vec<u64>>>,
     metadata_leader: Mutex<MetadataLeader>,
     /// When each peer last reported its leaderships: a live peer reports every few
     /// hundred milliseconds.
@@ -49,6 +51,7 @@ impl Default for Catalog {
             topics: RwLock::default(),
             brokers: RwLock::default(),
             cluster_id: RwLock::default(),
+            targets: RwLock::default(),
             metadata_leader: Mutex::default(),
             peer_seen: Mutex::default(),
             offsets: RwLock::default(),
@@ -100,6 +103,14 @@ impl Catalog {
 
     pub fn set_cluster_id(&self, id: String) {
         *self.cluster_id.write().unwrap() = Some(id);
+    }
+
+    pub fn targets(&self) -> BTreeMap<u64, Vec<u64>> {
+        self.targets.read().unwrap().clone()
+    }
+
+    pub fn set_targets(&self, targets: impl IntoIterator<Item = (u64, Vec<u64>)>) {
+        self.targets.write().unwrap().extend(targets);
     }
 
     pub fn brokers(&self) -> Vec<BrokerRecord> {

@@ -36,6 +36,11 @@ pub enum Command {
     InitCluster {
         id: String,
     },
+    /// New voters for partition groups (a rebalance or decommission); each group's leader
+    /// changes its membership towards them.
+    SetTargets {
+        targets: Vec<(u64, Vec<u64>)>,
+    },
     DeleteTopic {
         name: String,
     },
@@ -94,6 +99,7 @@ pub enum Outcome {
     OffsetsCommitted(String, Vec<CommittedOffset>),
     BrokerRegistered(BrokerRecord),
     ClusterId(String),
+    TargetsSet(Vec<(u64, Vec<u64>)>),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -109,6 +115,8 @@ pub struct MetadataMachine {
     pub topics: BTreeMap<String, TopicRecord>,
     pub brokers: BTreeMap<u64, BrokerRecord>,
     pub cluster_id: Option<String>,
+    /// Target voters of partition groups being moved, by group id.
+    pub targets: BTreeMap<u64, Vec<u64>>,
     counters: Counters,
 }
 
@@ -122,6 +130,7 @@ impl MetadataMachine {
             topics: BTreeMap::new(),
             brokers: BTreeMap::new(),
             cluster_id: None,
+            targets: BTreeMap::new(),
             counters: Counters {
                 next_group: 1,
                 next_producer_id: 1000,
@@ -138,6 +147,10 @@ impl MetadataMachine {
         }
         if let Some(v) = db.get(keys::metadata_key("cluster", "id"))? {
             m.cluster_id = Some(String::from_utf8_lossy(&v).into_owned());
+        }
+        for (_, v) in scan(db, "target")? {
+            let (group, voters): (u64, Vec<u64>) = serde_json::from_slice(&v)?;
+            m.targets.insert(group, voters);
         }
         for (_, v) in scan(db, "broker")? {
             let b: BrokerRecord = serde_json::from_slice(&v)?;
@@ -200,6 +213,11 @@ impl MetadataMachine {
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(record) => {
                     wb.delete(keys::metadata_key("topic", &name));
+                    for g in &record.groups {
+                        if self.targets.remove(g).is_some() {
+                            wb.delete(keys::metadata_key("target", &g.to_string()));
+                        }
+                    }
                     Outcome::TopicDeleted(name, record)
                 }
                 None => Outcome::UnknownTopic,
@@ -219,6 +237,25 @@ impl MetadataMachine {
                     );
                 }
                 Outcome::OffsetsCommitted(group, offsets)
+            }
+            Command::SetTargets { targets } => {
+                let known: std::collections::HashSet<u64> = self
+                    .topics
+                    .values()
+                    .flat_map(|t| t.groups.iter().copied())
+                    .collect();
+                let targets: Vec<(u64, Vec<u64>)> = targets
+                    .into_iter()
+                    .filter(|(g, voters)| known.contains(g) && !voters.is_empty())
+                    .collect();
+                for (g, voters) in &targets {
+                    wb.put(
+                        keys::metadata_key("target", &g.to_string()),
+                        serde_json::to_vec(&(g, voters)).expect("serializable"),
+                    );
+                    self.targets.insert(*g, voters.clone());
+                }
+                Outcome::TargetsSet(targets)
             }
             Command::InitCluster { id } => {
                 let id = self.cluster_id.get_or_insert(id).clone();

@@ -119,6 +119,7 @@ impl Driver {
         if let Some(id) = &meta.cluster_id {
             catalog.set_cluster_id(id.clone());
         }
+        catalog.set_targets(meta.targets.clone());
         let mut driver = Driver {
             cfg,
             db,
@@ -184,9 +185,17 @@ impl Driver {
             }
             let now = Instant::now();
             if now >= next_tick {
-                for g in self.groups.values_mut() {
+                let me = self.cfg.node_id;
+                let mut removed = Vec::new();
+                for (gid, g) in self.groups.iter_mut() {
                     g.node.tick();
                     retry_preferred_campaign(g);
+                    if let Some(target) = self.meta.targets.get(gid) {
+                        step_towards_target(*gid, g, target, me);
+                        if replica_removed(g, target, me) {
+                            removed.push(*gid);
+                        }
+                    }
                     // Followers catch up without producing a Ready on the leader, so the
                     // leader refreshes its in-sync view on the clock too.
                     if g.node.raft.state == raft::StateRole::Leader {
@@ -194,6 +203,9 @@ impl Driver {
                             publish_raft_view(&g.node, &mut g.caught_up, &p.shared);
                         }
                     }
+                }
+                for gid in removed {
+                    self.drop_removed_replica(gid);
                 }
                 next_tick = now + self.cfg.tick;
             }
@@ -502,6 +514,14 @@ impl Driver {
                 }
             }
             Outcome::ClusterId(id) => self.catalog.set_cluster_id(id),
+            Outcome::TargetsSet(targets) => {
+                self.catalog.set_targets(targets.clone());
+                for (gid, voters) in targets {
+                    if voters.contains(&self.cfg.node_id) && !self.groups.contains_key(&gid) {
+                        self.open_new_replica(gid)?;
+                    }
+                }
+            }
             Outcome::BrokerRegistered(record) => {
                 tracing::info!(node = record.id, kafka = %format!("{}:{}", record.host, record.port), cluster = %record.cluster_addr, "broker registered");
                 self.catalog.set_broker(record);
@@ -509,6 +529,47 @@ impl Driver {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Starts hosting a partition this node was just made a target voter of. The group
+    /// starts with the partition's *initial* voters, as its log does (later membership
+    /// changes are entries in that log); the leader adds this node as a learner and sends
+    /// it the log from the start.
+    fn open_new_replica(&mut self, gid: u64) -> anyhow::Result<()> {
+        let Some((record, index)) = self
+            .meta
+            .topics
+            .values()
+            .find_map(|r| Some((r, r.groups.iter().position(|g| *g == gid)?)))
+        else {
+            return Ok(());
+        };
+        let initial = record
+            .replicas_of(index)
+            .map(<[u64]>::to_vec)
+            .unwrap_or_else(|| vec![self.cfg.node_id]);
+        let Some(shared) = self.catalog.partitions_by_group().remove(&gid) else {
+            return Ok(());
+        };
+        let machine = PartitionMachine::load(&self.db, shared)?;
+        tracing::info!(group = gid, "hosting a new replica");
+        self.open_group_with(gid, Some(machine), &initial, &[], false)
+    }
+
+    /// Forgets a replica that its group no longer counts as a voter (a finished move away
+    /// from this node): its log and state are deleted.
+    fn drop_removed_replica(&mut self, gid: u64) {
+        if let Some(g) = self.groups.remove(&gid) {
+            for (_, p) in g.proposals {
+                let _ = p.reply.send(Err(ProposeError::NotLeader));
+            }
+        }
+        let mut wb = WriteBatch::default();
+        GroupStorage::stage_destroy(gid, &mut wb);
+        if let Err(e) = self.persist(wb, vec![], vec![]) {
+            tracing::error!(group = gid, error = %e, "dropping a removed replica failed");
+        }
+        tracing::info!(group = gid, "replica moved away; its log is deleted");
     }
 
     /// Opens the groups of the partitions this node is a replica of; the others get a
@@ -547,6 +608,19 @@ impl Driver {
         partition: Option<PartitionMachine>,
         voters: &[u64],
         learners: &[u64],
+    ) -> anyhow::Result<()> {
+        self.open_group_with(gid, partition, voters, learners, true)
+    }
+
+    /// As [`Driver::open_group`]; `may_campaign` is false for a replica added to a running
+    /// group, which has everything to catch up on and no business campaigning.
+    fn open_group_with(
+        &mut self,
+        gid: u64,
+        partition: Option<PartitionMachine>,
+        voters: &[u64],
+        learners: &[u64],
+        may_campaign: bool,
     ) -> anyhow::Result<()> {
         let node_id = self.cfg.node_id;
         let (mut storage, created) = match GroupStorage::load(self.db.clone(), gid)? {
@@ -591,8 +665,9 @@ impl Driver {
         // A sole voter cannot lose, and a new group's first replica is its preferred
         // leader (assignments rotate it, spreading leadership): neither waits out an
         // election timeout.
-        let preferred = created && voters.len() > 1 && voters.first() == Some(&node_id);
-        if sole_voter || preferred {
+        let preferred =
+            may_campaign && created && voters.len() > 1 && voters.first() == Some(&node_id);
+        if may_campaign && sole_voter || preferred {
             node.campaign()?;
         }
         self.groups.insert(
@@ -674,6 +749,79 @@ impl Driver {
         let flushed = self.publish(&moved);
         self.persist(wb, vec![], flushed)
     }
+}
+
+/// One membership change of a group whose voters differ from its target, proposed by its
+/// leader (one at a time: raft-rs refuses a second while one is pending). Added replicas
+/// join as learners and become voters once caught up, so the group never counts on a
+/// voter that cannot vote yet; a leader that is itself moved away first hands leadership
+/// to a target voter.
+fn step_towards_target(gid: u64, g: &mut Group, target: &[u64], me: u64) {
+    let raft = &g.node.raft;
+    if raft.state != raft::StateRole::Leader || raft.has_pending_conf() {
+        return;
+    }
+    let cs = raft.prs().conf().to_conf_state();
+    let committed = raft.raft_log.committed;
+    let caught_up = |id: &u64| raft.prs().get(*id).is_some_and(|p| p.matched >= committed);
+    let change = if let Some(add) = target
+        .iter()
+        .find(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
+    {
+        Some((ConfChangeType::AddLearnerNode, *add))
+    } else if let Some(promote) = cs
+        .learners
+        .iter()
+        .find(|id| target.contains(id) && caught_up(id))
+    {
+        Some((ConfChangeType::AddNode, *promote))
+    } else if cs.learners.iter().any(|id| target.contains(id)) {
+        None // a new replica is still catching up
+    } else if let Some(remove) = cs
+        .voters
+        .iter()
+        .chain(cs.learners.iter())
+        .find(|id| !target.contains(id))
+    {
+        if *remove == me {
+            let to = target
+                .iter()
+                .filter(|id| caught_up(id))
+                .max_by_key(|id| raft.prs().get(**id).map_or(0, |p| p.matched));
+            if let Some(to) = to {
+                g.node.transfer_leader(*to);
+            }
+            None
+        } else {
+            Some((ConfChangeType::RemoveNode, *remove))
+        }
+    } else {
+        None
+    };
+    if let Some((change_type, node_id)) = change {
+        let cc = ConfChange {
+            change_type: change_type as i32,
+            node_id,
+            ..Default::default()
+        };
+        match g.node.propose_conf_change(vec![], cc) {
+            Ok(()) => tracing::info!(group = gid, ?change_type, node_id, "moving replicas"),
+            Err(e) => tracing::debug!(group = gid, error = %e, "membership change not proposed"),
+        }
+    }
+}
+
+/// Whether this node's replica was moved away: not in the target, and the group's leader
+/// reports voters without it.
+fn replica_removed(g: &Group, target: &[u64], me: u64) -> bool {
+    if target.contains(&me) || g.node.raft.state == raft::StateRole::Leader {
+        return false;
+    }
+    let Some(p) = &g.partition else {
+        return false;
+    };
+    let reported = p.shared.reported_voters();
+    !reported.is_empty() && !reported.contains(&me) && reported.iter().all(|v| target.contains(v))
 }
 
 fn retry_preferred_campaign(g: &mut Group) {
@@ -804,6 +952,7 @@ fn apply_entries(
                         | Outcome::OffsetsCommitted(..)
                         | Outcome::BrokerRegistered(..)
                         | Outcome::ClusterId(..)
+                        | Outcome::TargetsSet(..)
                 ) {
                     round.effects.push(o.clone());
                 }
