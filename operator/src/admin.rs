@@ -10,8 +10,9 @@ use std::time::Duration;
 use chronik_api::admin::v1::admin_client::AdminClient;
 use chronik_api::admin::v1::restart_check_request::Phase;
 use chronik_api::admin::v1::{
-    ClusterStatusRequest, ClusterStatusResponse, DrainLeadershipRequest, DrainLeadershipResponse,
-    RestartCheckRequest, RestartCheckResponse,
+    ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, DecommissionStatusRequest,
+    DecommissionStatusResponse, DrainLeadershipRequest, DrainLeadershipResponse, RebalanceRequest,
+    RebalanceStatusRequest, RebalanceStatusResponse, RestartCheckRequest, RestartCheckResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -82,6 +83,47 @@ pub async fn drain_leadership(uri: &str, node: i32) -> Result<DrainLeadershipRes
     let mut client = connect(uri).await?;
     client
         .drain_leadership(DrainLeadershipRequest { node_id: node })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| format!("{uri}: {}", s.message()))
+}
+
+/// Starts a rebalance (any broker answers for the cluster).
+pub async fn rebalance(uri: &str) -> Result<(), String> {
+    connect(uri)
+        .await?
+        .rebalance(RebalanceRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{uri}: {}", s.message()))
+}
+
+pub async fn rebalance_status(uri: &str) -> Result<RebalanceStatusResponse, String> {
+    connect(uri)
+        .await?
+        .rebalance_status(RebalanceStatusRequest::default())
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| format!("{uri}: {}", s.message()))
+}
+
+/// Starts moving every replica off broker `node` (asked of any broker).
+pub async fn decommission(uri: &str, node: i32) -> Result<(), String> {
+    connect(uri)
+        .await?
+        .decommission(DecommissionRequest { node_id: node })
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{uri}: {}", s.message()))
+}
+
+pub async fn decommission_status(
+    uri: &str,
+    node: i32,
+) -> Result<DecommissionStatusResponse, String> {
+    connect(uri)
+        .await?
+        .decommission_status(DecommissionStatusRequest { node_id: node })
         .await
         .map(|r| r.into_inner())
         .map_err(|s| format!("{uri}: {}", s.message()))

@@ -320,7 +320,7 @@ pub struct ChronikClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// Ready, Reconciling, Upgrading, Degraded (later also Rebalancing).
+    /// Ready, Reconciling, Upgrading, Rebalancing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

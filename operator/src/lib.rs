@@ -5,6 +5,7 @@
 //!   as pure functions of a cluster;
 //! - [`reconcile`]: server-side apply of those objects and the status subresource;
 //! - [`upgrade`]: the rolling upgrade's plan (which broker restarts next, or why not);
+//! - [`scaling`]: rebalance after a scale-up, decommission before a scale-down;
 //! - [`admin`]: the brokers' admin API (cluster status, restart gates, leadership drain);
 //! - [`leader`]: leader election through a Lease (one active replica);
 //! - [`metrics`]: the operator's Prometheus metrics.
@@ -15,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod scaling;
 pub mod upgrade;
 
 pub use crd::{ChronikCluster, ChronikClusterSpec, ChronikClusterStatus};

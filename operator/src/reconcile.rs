@@ -33,6 +33,7 @@ use crate::crd::{
 };
 use crate::metrics::Metrics;
 use crate::resources::{self, SpecError, CONTAINER_NAME, POD_INDEX_LABEL};
+use crate::scaling;
 use crate::upgrade::{self, Step};
 use chronik_api::admin::v1::restart_check_request::Phase as Gate;
 
@@ -40,6 +41,7 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const DEGRADED: &str = "Degraded";
 pub const UPGRADING: &str = "Upgrading";
+pub const REBALANCING: &str = "Rebalancing";
 
 /// Requeue interval of a healthy cluster: how often partition health is polled from the
 /// brokers (watches trigger everything else).
@@ -699,6 +701,80 @@ pub fn apply_roll(
     }
 }
 
+fn write_needed_for_refusal(cluster: &ChronikCluster, reason: &str) -> bool {
+    !cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == DEGRADED && c.message == reason)
+    })
+}
+
+/// Folds scaling into the status: the Rebalancing condition, the last rebalance's
+/// outcome, and Degraded when a scale-down is refused. Pure, for the unit tests.
+pub fn apply_scale(
+    cluster: &ChronikCluster,
+    status: &mut ChronikClusterStatus,
+    scale: &scaling::Scale,
+    now: &Time,
+) {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let message = if scale.moving {
+        scale.message.clone()
+    } else {
+        "every partition has its target replicas".to_string()
+    };
+    set_condition(
+        &mut status.conditions,
+        condition(
+            &previous,
+            REBALANCING,
+            scale.moving,
+            scale.reason,
+            message,
+            generation,
+            now,
+        ),
+    );
+    let last = status.last_rebalance.clone();
+    if scale.moving {
+        status.last_rebalance = Some(OperationOutcome {
+            result: "InProgress".into(),
+            message: Some(scale.message.clone()),
+            started_at: match last {
+                Some(l) if l.result == "InProgress" => l.started_at,
+                _ => Some(now.clone()),
+            },
+            finished_at: None,
+        });
+    } else if last.as_ref().is_some_and(|l| l.result == "InProgress") {
+        status.last_rebalance = Some(OperationOutcome {
+            result: "Succeeded".into(),
+            message: Some("every partition has its target replicas".into()),
+            started_at: last.and_then(|l| l.started_at),
+            finished_at: Some(now.clone()),
+        });
+    }
+    if let Some(reason) = &scale.refused {
+        set_condition(
+            &mut status.conditions,
+            condition(
+                &previous,
+                DEGRADED,
+                true,
+                "ScaleDownRefused",
+                reason.clone(),
+                generation,
+                now,
+            ),
+        );
+    }
+}
+
 /// Reconciles one cluster. Called by the controller, and directly by the integration tests.
 pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started();
@@ -710,7 +786,7 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
     }
     let clusters: Api<ChronikCluster> = Api::namespaced(ctx.client.clone(), &ns);
 
-    let desired = match resources::desired(&cluster) {
+    let mut desired = match resources::desired(&cluster) {
         Ok(d) => d,
         Err(e @ SpecError::MissingMetadata(_)) => return Err(e.into()),
         Err(e) => {
@@ -731,23 +807,13 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
         }
     };
 
-    apply_object(&ctx, &cluster, &ns, &desired.config_map).await?;
-    apply_object(&ctx, &cluster, &ns, &desired.headless_service).await?;
-    apply_object(&ctx, &cluster, &ns, &desired.client_service).await?;
-    apply_object(&ctx, &cluster, &ns, &desired.pdb).await?;
-    let (sts, _) = apply_object(&ctx, &cluster, &ns, &desired.stateful_set).await?;
-
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = resources::selector_string(&cluster);
     let pods = pods
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
-
-    let now = now();
-    let mut status = observed_status(&cluster, sts.status.as_ref(), &pods, &now);
-    let ready_ids: Vec<i32> = status
-        .brokers
+    let ready_ids: Vec<i32> = broker_statuses(&pods)
         .iter()
         .filter(|b| b.ready)
         .map(|b| b.id)
@@ -757,7 +823,77 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
     } else {
         Some(admin::first_cluster_status(&ctx.endpoints, &cluster, &ready_ids).await)
     };
+
+    // Brokers leaving in a scale-down stay in the StatefulSet until they hold nothing.
+    let current = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&desired.stateful_set.name_any())
+        .await?
+        .and_then(|s| s.spec?.replicas);
+    let cs = answer.as_ref().and_then(|a| a.as_ref().ok());
+    let scale = scaling::plan(&ctx, &cluster, current, cs, &ready_ids).await;
+    if let Some(spec) = desired.stateful_set.spec.as_mut() {
+        spec.replicas = Some(scale.replicas);
+    }
+
+    apply_object(&ctx, &cluster, &ns, &desired.config_map).await?;
+    apply_object(&ctx, &cluster, &ns, &desired.headless_service).await?;
+    apply_object(&ctx, &cluster, &ns, &desired.client_service).await?;
+    apply_object(&ctx, &cluster, &ns, &desired.pdb).await?;
+    let (sts, _) = apply_object(&ctx, &cluster, &ns, &desired.stateful_set).await?;
+
+    let now = now();
+    let mut status = observed_status(&cluster, sts.status.as_ref(), &pods, &now);
     apply_admin_answer(&cluster, &mut status, answer, &now);
+    let was_moving = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_rebalance.as_ref())
+        .is_some_and(|l| l.result == "InProgress");
+    apply_scale(&cluster, &mut status, &scale, &now);
+    if scale.started {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Normal,
+            "RebalanceStarted",
+            scale.message.clone(),
+            None,
+        )
+        .await;
+    } else if scale.moving && !was_moving {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Normal,
+            scale.reason,
+            scale.message.clone(),
+            None,
+        )
+        .await;
+    } else if !scale.moving && was_moving {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Normal,
+            "RebalanceComplete",
+            "every partition has its target replicas".into(),
+            None,
+        )
+        .await;
+    }
+    if let Some(reason) = &scale.refused {
+        if write_needed_for_refusal(&cluster, reason) {
+            publish(
+                &ctx,
+                &cluster,
+                EventType::Warning,
+                "ScaleDownRefused",
+                reason.clone(),
+                None,
+            )
+            .await;
+        }
+    }
     let desired_hash = desired
         .stateful_set
         .spec
@@ -838,7 +974,7 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
             .await;
         }
     }
-    Ok(Action::requeue(if roll.upgrading {
+    Ok(Action::requeue(if roll.upgrading || scale.moving {
         UPGRADE_REQUEUE
     } else if running {
         STEADY_REQUEUE

@@ -956,8 +956,8 @@ async fn controller_reconciles_on_watch_events() {
 // ---------------------------------------------------------------------------------------
 // Real brokers: the admin API side of the operator.
 
-/// Three chronik-broker processes on 127.0.0.1 replicating to each other (node ids 1..3).
-/// Killed when dropped.
+/// Three chronik-broker processes on 127.0.0.1 replicating to each other (node ids 1..3),
+/// and a fourth that can join them later. Killed when dropped.
 struct Brokers {
     procs: Vec<std::process::Child>,
     commands: Vec<Vec<std::ffi::OsString>>,
@@ -1014,14 +1014,14 @@ async fn start_brokers() -> Brokers {
         "default_partitions = 3\ndefault_replication_factor = 3\n",
     )
     .unwrap();
-    let kafka: Vec<String> = (0..3)
+    let kafka: Vec<String> = (0..4)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let admin: Vec<String> = (0..3)
+    let admin: Vec<String> = (0..4)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let mut commands = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let peers: Vec<String> = (0..3)
             .filter(|j| *j != i)
             .map(|j| format!("{}@{}", j + 1, admin[j]))
@@ -1090,13 +1090,21 @@ impl Brokers {
         self.wait_all_ready().await;
     }
 
-    /// Until every broker answers ClusterStatus listing all three as ready.
+    /// Starts the fourth broker, which joins the other three.
+    async fn add_fourth(&mut self) {
+        let child = self.spawn(3);
+        self.procs.push(child);
+        self.wait_all_ready().await;
+    }
+
+    /// Until every running broker answers ClusterStatus listing all of them as ready.
     async fn wait_all_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        for uri in self.admin_uris() {
+        let running = self.procs.len();
+        for uri in self.admin_uris().into_iter().take(running) {
             loop {
                 if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
-                    if s.brokers.len() == 3 && s.brokers.iter().all(|b| b.ready) {
+                    if s.brokers.len() == running && s.brokers.iter().all(|b| b.ready) {
                         break;
                     }
                 }
@@ -1106,7 +1114,21 @@ impl Brokers {
         }
     }
 
-    /// Leader count of broker `id`, as broker 1's... any live broker's admin API reports it.
+    /// Replica count of broker `id`, as any live broker's admin API reports it.
+    async fn replica_count(&self, id: i32) -> u32 {
+        for uri in self.admin_uris() {
+            if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
+                return s
+                    .brokers
+                    .iter()
+                    .find(|b| b.node_id == id)
+                    .map_or(0, |b| b.replica_count);
+            }
+        }
+        panic!("no broker answers ClusterStatus")
+    }
+
+    /// Leader count of broker `id`, as any live broker's admin API reports it.
     async fn leader_count(&self, id: i32) -> u32 {
         for uri in self.admin_uris() {
             if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
@@ -1653,4 +1675,124 @@ async fn the_chart_rbac_is_enough_and_no_more() {
         matches!(err, kube::Error::Api(ref e) if e.code == 403),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn scale_up_rebalances_and_scale_down_decommissions_first() {
+    let client = client().await;
+    let ns = namespace(&client, "scaling").await;
+    let mut brokers = start_brokers().await;
+    brokers.produce("events", 30);
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics, Some("test".into()))
+            .with_endpoints(brokers.endpoints()),
+    );
+    let api: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let sts_replicas = || async {
+        sts_api
+            .get("ev")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
+            .unwrap()
+    };
+    create_cluster(
+        &client,
+        &ns,
+        "ev",
+        json!({"replicas": 3, "image": "chronik:1"}),
+    )
+    .await;
+    reconcile_now(&client, &ctx, &ns, "ev").await;
+    ready_pods(&client, &ns, "ev", &[1, 2, 3], "chronik:1").await;
+    reconcile_until(&client, &ctx, &ns, "ev", 15, "healthy", |c| {
+        condition(c, "Degraded").0 == "False"
+    })
+    .await;
+
+    // Scale up: the new broker joins, and a rebalance moves replicas onto it.
+    api.patch(
+        "ev",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    reconcile_now(&client, &ctx, &ns, "ev").await;
+    assert_eq!(sts_replicas().await, 4);
+    brokers.add_fourth().await;
+    ready_pods(&client, &ns, "ev", &[4], "chronik:1").await;
+    let c = reconcile_until(
+        &client,
+        &ctx,
+        &ns,
+        "ev",
+        60,
+        "the rebalance to finish",
+        |c| {
+            let s = c.status.as_ref().unwrap();
+            s.last_rebalance
+                .as_ref()
+                .is_some_and(|l| l.result == "Succeeded")
+                && condition(c, "Degraded").0 == "False"
+        },
+    )
+    .await;
+    assert_eq!(condition(&c, "Rebalancing").0, "False");
+    let status = c.status.unwrap();
+    let fourth = status.brokers.iter().find(|b| b.id == 4).unwrap();
+    assert!(fourth.replicas.unwrap() >= 2, "{:?}", status.brokers);
+    let reasons: Vec<String> = events(&client, &ns)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for r in ["RebalanceStarted", "RebalanceComplete"] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} event: {reasons:?}");
+    }
+
+    // Scale down: broker 4 is decommissioned before the StatefulSet shrinks.
+    api.patch(
+        "ev",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    reconcile_now(&client, &ctx, &ns, "ev").await;
+    let c = get_cluster(&client, &ns, "ev").await;
+    if condition(&c, "Rebalancing").0 == "True" {
+        assert_eq!(condition(&c, "Rebalancing").1, "Decommissioning");
+        assert_eq!(sts_replicas().await, 4, "shrunk before broker 4 was empty");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sts_replicas().await != 3 {
+        assert!(Instant::now() < deadline, "the StatefulSet never shrank");
+        reconcile_now(&client, &ctx, &ns, "ev").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        brokers.replica_count(4).await,
+        0,
+        "broker 4 still holds replicas"
+    );
+
+    // Below the replication factor in use: refused, nothing shrinks.
+    api.patch(
+        "ev",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .unwrap();
+    let c = reconcile_until(&client, &ctx, &ns, "ev", 10, "the refusal", |c| {
+        condition(c, "Degraded").1 == "ScaleDownRefused"
+    })
+    .await;
+    assert!(condition(&c, "Degraded").2.contains("replication factor 3"));
+    assert_eq!(sts_replicas().await, 3);
 }
