@@ -1158,7 +1158,7 @@ impl Brokers {
         let mut kcat = Command::new("kcat")
             .args([
                 "-b",
-                &self.kafka.join(","),
+                &self.kafka[..self.procs.len()].join(","),
                 "-t",
                 topic,
                 "-P",
