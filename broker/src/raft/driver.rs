@@ -407,7 +407,10 @@ impl Driver {
                 let committed = light.take_committed_entries();
                 apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
             } else {
-                g.node.mut_store().stage_append(rd.entries(), &mut raft_wb);
+                // (Taken, not copied: the storage's entry cache keeps them until applied.)
+                g.node
+                    .mut_store()
+                    .stage_append(rd.take_entries(), &mut raft_wb);
                 if let Some(hs) = rd.hs() {
                     g.node
                         .mut_store()

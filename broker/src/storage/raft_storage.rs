@@ -110,33 +110,33 @@ impl GroupStorage {
         &self.hard_state
     }
 
-    /// Appends entries, replacing any conflicting suffix (Raft may overwrite uncommitted entries).
-    pub fn stage_append(&mut self, entries: &[Entry], batch: &mut WriteBatch) {
+    /// Appends entries, replacing any conflicting suffix (Raft may overwrite uncommitted
+    /// entries), and keeps them in the entry cache.
+    pub fn stage_append(&mut self, entries: Vec<Entry>, batch: &mut WriteBatch) {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return;
         };
-        for e in entries {
+        let (first, last) = (first.index, last.index);
+        for e in &entries {
             batch.put(keys::entry_key(self.group, e.index), super::encode_entry(e));
         }
-        if last.index < self.last_index {
+        if last < self.last_index {
             batch.delete_range(
-                keys::entry_key(self.group, last.index + 1),
+                keys::entry_key(self.group, last + 1),
                 keys::entry_key(self.group, self.last_index + 1),
             );
         }
-        debug_assert!(first.index > self.truncated_index);
-        self.last_index = last.index;
+        debug_assert!(first > self.truncated_index);
+        self.last_index = last;
         // Keep the cache contiguous: drop what the new entries replace (or everything,
         // should they not follow on).
         match self.cache.front().map(|e| e.index) {
-            Some(front)
-                if first.index >= front && first.index <= front + self.cache.len() as u64 =>
-            {
-                self.cache.truncate((first.index - front) as usize)
+            Some(front) if first >= front && first <= front + self.cache.len() as u64 => {
+                self.cache.truncate((first - front) as usize)
             }
             _ => self.cache.clear(),
         }
-        self.cache.extend(entries.iter().cloned());
+        self.cache.extend(entries);
     }
 
     /// Forgets cached entries up to `applied`: applied entries are durable in RocksDB.
@@ -366,11 +366,11 @@ mod tests {
         let mut batch = WriteBatch::default();
         let mut s = GroupStorage::create(db.clone(), 9, vec![1], vec![], &mut batch);
         s.stage_append(
-            &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+            vec![entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
             &mut batch,
         );
         // A new leader overwrites the uncommitted tail.
-        s.stage_append(&[entry(2, 2, b"B")], &mut batch);
+        s.stage_append(vec![entry(2, 2, b"B")], &mut batch);
         s.stage_hard_state(
             HardState {
                 term: 2,
@@ -411,7 +411,7 @@ mod tests {
         let mut batch = WriteBatch::default();
         let mut s = GroupStorage::create(db.clone(), 1, vec![1], vec![], &mut batch);
         let big = vec![7u8; 1000];
-        s.stage_append(&[entry(1, 1, &big), entry(2, 1, &big)], &mut batch);
+        s.stage_append(vec![entry(1, 1, &big), entry(2, 1, &big)], &mut batch);
         crate::storage::write(&db, batch, true).unwrap();
         let got = s
             .entries(1, 3, 10, GetEntriesContext::empty(false))
