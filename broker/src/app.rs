@@ -46,7 +46,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         starting.clone(),
         shutdown.clone(),
     )?);
-    let (voters, learners) = if had_cluster_state || args.peers.is_empty() {
+    let discovery = match &args.peer_srv {
+        Some(name) => {
+            let resolver = cluster::discovery::resolver(args.dns_server)?;
+            tokio::select! {
+                _ = cluster::discovery::first_discovery(&resolver, name, &peers) => {}
+                _ = wait_for_signal() => return Ok(()),
+            }
+            tokio::spawn(cluster::discovery::refresh_loop(
+                resolver,
+                name.clone(),
+                peers.clone(),
+                shutdown.clone(),
+            ));
+            true
+        }
+        None => false,
+    };
+    let alone = args.peers.is_empty() && peers.ids().is_empty();
+    let (voters, learners) = if had_cluster_state || (alone && !discovery) {
         // (Ignored when the metadata group exists: its members are on disk.)
         (vec![args.node_id], vec![])
     } else {

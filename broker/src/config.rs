@@ -47,6 +47,16 @@ pub struct Args {
     #[arg(long, env = "CHRONIK_PEERS", value_delimiter = ',', value_parser = parse_peer)]
     pub peers: Vec<Peer>,
 
+    /// DNS SRV name listing the brokers (a headless Service's named port, e.g.
+    /// `_cluster._tcp.chronik-headless.kafka.svc`): targets named `<name>-<node id>`, ports
+    /// their cluster ports. Resolved at start-up and every 10 s; adds to `--peers`.
+    #[arg(long, env = "CHRONIK_PEER_SRV")]
+    pub peer_srv: Option<String>,
+
+    /// DNS server (IP:PORT) for `--peer-srv`, instead of the system's resolv.conf.
+    #[arg(long, env = "CHRONIK_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
     #[arg(long, env = "CHRONIK_METRICS_ADDR", default_value = "127.0.0.1:9644")]
     pub metrics_addr: SocketAddr,

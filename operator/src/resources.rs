@@ -313,6 +313,10 @@ pub fn broker_env(cluster: &ChronikCluster) -> Vec<EnvVar> {
         env("CHRONIK_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         env("CHRONIK_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
         env("CHRONIK_PEERS", peers(cluster)),
+        env(
+            "CHRONIK_PEER_SRV",
+            format!("_cluster._tcp.{headless}.$(POD_NAMESPACE).svc"),
+        ),
     ]
 }
 
@@ -876,6 +880,10 @@ mod tests {
             "1@events-1.events-headless.$(POD_NAMESPACE).svc:9093,\
              2@events-2.events-headless.$(POD_NAMESPACE).svc:9093,\
              3@events-3.events-headless.$(POD_NAMESPACE).svc:9093"
+        );
+        assert_eq!(
+            env["CHRONIK_PEER_SRV"],
+            "_cluster._tcp.events-headless.$(POD_NAMESPACE).svc"
         );
         // $(VAR) references only work for variables defined earlier in the list.
         let order: Vec<_> = ctr

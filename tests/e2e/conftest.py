@@ -84,6 +84,7 @@ class ChronikBroker:
     def __init__(self, workdir: Path, config: dict | None = None, node_id: int = 1):
         # other brokers of the cluster as (node id, cluster address); empty: single node
         self.peers: list[tuple[int, str]] = []
+        self.extra_args: list[str] = []
         self.binary = broker_bin()
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -123,7 +124,7 @@ class ChronikBroker:
             cmd += ["--config", str(self.config_path)]
         if self.peers:
             cmd += ["--peers", ",".join(f"{i}@{addr}" for i, addr in self.peers)]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self, timeout: float | None = None) -> None:
         timeout = timeout or float(os.environ.get("CHRONIK_READY_TIMEOUT", "30"))

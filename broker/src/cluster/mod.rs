@@ -5,6 +5,7 @@
 //! registration in the metadata log ([`registration`]), and how a broker without cluster
 //! state bootstraps a new cluster or joins an existing one ([`join`]).
 
+pub mod discovery;
 pub mod forward;
 pub mod join;
 pub mod leadership;
