@@ -549,6 +549,29 @@ impl Roll {
     }
 }
 
+/// Asks broker `node` at `uri` one RestartCheck; `None` when the gate is open, else what
+/// the roll waits for (`closed` describes how many partitions block it).
+async fn gate(
+    uri: &str,
+    node: i32,
+    phase: Gate,
+    reason: &'static str,
+    closed: impl Fn(u32) -> String,
+) -> Option<Roll> {
+    match admin::restart_check(uri, node, phase).await {
+        Ok(r) if r.safe => None,
+        Ok(r) => Some(Roll::waiting(
+            reason,
+            format!(
+                "{}: {}",
+                closed(r.blocking_partitions),
+                r.reasons.join("; ")
+            ),
+        )),
+        Err(e) => Some(Roll::waiting("GateUnavailable", e)),
+    }
+}
+
 /// Takes the next step of the rolling upgrade, if one is due (see [`upgrade`]).
 async fn roll(
     ctx: &Context,
@@ -573,36 +596,25 @@ async fn roll(
     let endpoint = |id: i32| (ctx.endpoints)(cluster, id);
     // Post-restart gate of the brokers already upgraded: back in sync everywhere.
     for id in upgraded {
-        match admin::restart_check(&endpoint(id), id, Gate::Post).await {
-            Ok(r) if r.safe => {}
-            Ok(r) => {
-                return Ok(Roll::waiting(
-                    "WaitingForCatchUp",
-                    format!(
-                        "broker {id} is not back in sync yet ({} partitions): {}",
-                        r.blocking_partitions,
-                        r.reasons.join("; ")
-                    ),
-                ))
-            }
-            Err(e) => return Ok(Roll::waiting("GateUnavailable", e)),
+        let closed = |n| format!("broker {id} is not back in sync yet ({n} partitions)");
+        if let Some(wait) = gate(&endpoint(id), id, Gate::Post, "WaitingForCatchUp", closed).await {
+            return Ok(wait);
         }
     }
     // Pre-restart gate: a single broker cannot keep anything available while it restarts.
     if cluster.spec.replicas > 1 {
-        match admin::restart_check(&endpoint(next), next, Gate::Pre).await {
-            Ok(r) if r.safe => {}
-            Ok(r) => {
-                return Ok(Roll::waiting(
-                    "WaitingForSafeRestart",
-                    format!(
-                        "restarting broker {next} now would cost {} partitions their quorum: {}",
-                        r.blocking_partitions,
-                        r.reasons.join("; ")
-                    ),
-                ))
-            }
-            Err(e) => return Ok(Roll::waiting("GateUnavailable", e)),
+        let closed =
+            |n| format!("restarting broker {next} now would cost {n} partitions their quorum");
+        if let Some(wait) = gate(
+            &endpoint(next),
+            next,
+            Gate::Pre,
+            "WaitingForSafeRestart",
+            closed,
+        )
+        .await
+        {
+            return Ok(wait);
         }
     }
     let drained = match admin::drain_leadership(&endpoint(next), next).await {

@@ -1177,6 +1177,15 @@ impl Brokers {
     }
 }
 
+/// An operator context whose admin-API endpoints are the local brokers.
+fn broker_context(client: &Client, brokers: &Brokers) -> Arc<Context> {
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    Arc::new(
+        Context::new(client.clone(), metrics, Some("test".into()))
+            .with_endpoints(brokers.endpoints()),
+    )
+}
+
 /// Broker pods as the StatefulSet controller and kubelet would leave them: created, with
 /// the pod-index label, and Ready.
 async fn ready_pods(client: &Client, ns: &str, cluster: &str, ids: &[i32], image: &str) {
@@ -1229,11 +1238,7 @@ async fn status_reports_leaders_isr_and_health_from_real_brokers() {
     let mut brokers = start_brokers().await;
     brokers.produce("payments", 30);
 
-    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
-    let ctx = Arc::new(
-        Context::new(client.clone(), metrics, Some("test".into()))
-            .with_endpoints(brokers.endpoints()),
-    );
+    let ctx = broker_context(&client, &brokers);
     create_cluster(
         &client,
         &ns,
@@ -1364,11 +1369,7 @@ async fn rolling_upgrade_restarts_one_broker_at_a_time_behind_the_gates() {
     let ns = namespace(&client, "rolling").await;
     let mut brokers = start_brokers().await;
     brokers.produce("orders", 30);
-    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
-    let ctx = Arc::new(
-        Context::new(client.clone(), metrics, Some("test".into()))
-            .with_endpoints(brokers.endpoints()),
-    );
+    let ctx = broker_context(&client, &brokers);
     let api: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     create_cluster(
@@ -1683,11 +1684,7 @@ async fn scale_up_rebalances_and_scale_down_decommissions_first() {
     let ns = namespace(&client, "scaling").await;
     let mut brokers = start_brokers().await;
     brokers.produce("events", 30);
-    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
-    let ctx = Arc::new(
-        Context::new(client.clone(), metrics, Some("test".into()))
-            .with_endpoints(brokers.endpoints()),
-    );
+    let ctx = broker_context(&client, &brokers);
     let api: Api<ChronikCluster> = Api::namespaced(client.clone(), &ns);
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let sts_replicas = || async {
