@@ -114,6 +114,34 @@ pub fn set_condition(conditions: &mut Vec<Condition>, c: Condition) {
     }
 }
 
+/// Sets one condition on `status`, keeping its transition time from the cluster's stored
+/// status while its value is unchanged.
+fn update_condition(
+    cluster: &ChronikCluster,
+    status: &mut ChronikClusterStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: String,
+    now: &Time,
+) {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let c = condition(
+        previous,
+        type_,
+        value,
+        reason,
+        message,
+        cluster.metadata.generation,
+        now,
+    );
+    set_condition(&mut status.conditions, c);
+}
+
 /// Folds what the admin API said (or why it could not be asked) into the status and its
 /// Degraded condition. Pure, for the unit tests.
 pub fn apply_admin_answer(
@@ -122,12 +150,6 @@ pub fn apply_admin_answer(
     answer: Option<Result<chronik_api::admin::v1::ClusterStatusResponse, String>>,
     now: &Time,
 ) {
-    let previous = cluster
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let generation = cluster.metadata.generation;
     let (degraded, reason, message) = match answer {
         None => (false, "AsExpected", String::new()),
         Some(Err(e)) => (
@@ -161,12 +183,7 @@ pub fn apply_admin_answer(
             }
         }
     };
-    set_condition(
-        &mut status.conditions,
-        condition(
-            &previous, DEGRADED, degraded, reason, message, generation, now,
-        ),
-    );
+    update_condition(cluster, status, DEGRADED, degraded, reason, message, now);
 }
 
 /// What an apply did to one object.
@@ -653,38 +670,26 @@ pub fn apply_roll(
     roll: &Roll,
     now: &Time,
 ) {
-    let previous = cluster
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let generation = cluster.metadata.generation;
-    set_condition(
-        &mut status.conditions,
-        condition(
-            &previous,
-            UPGRADING,
-            roll.upgrading,
-            roll.reason,
-            roll.message.clone(),
-            generation,
-            now,
-        ),
+    update_condition(
+        cluster,
+        status,
+        UPGRADING,
+        roll.upgrading,
+        roll.reason,
+        roll.message.clone(),
+        now,
     );
     let last = status.last_upgrade.clone();
     let in_progress = last.as_ref().is_some_and(|l| l.result == "InProgress");
     if roll.stalled {
-        set_condition(
-            &mut status.conditions,
-            condition(
-                &previous,
-                DEGRADED,
-                true,
-                "UpgradeStalled",
-                roll.message.clone(),
-                generation,
-                now,
-            ),
+        update_condition(
+            cluster,
+            status,
+            DEGRADED,
+            true,
+            "UpgradeStalled",
+            roll.message.clone(),
+            now,
         );
         status.last_upgrade = Some(OperationOutcome {
             result: "Failed".into(),
@@ -729,28 +734,19 @@ pub fn apply_scale(
     scale: &scaling::Scale,
     now: &Time,
 ) {
-    let previous = cluster
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let generation = cluster.metadata.generation;
     let message = if scale.moving {
         scale.message.clone()
     } else {
         "every partition has its target replicas".to_string()
     };
-    set_condition(
-        &mut status.conditions,
-        condition(
-            &previous,
-            REBALANCING,
-            scale.moving,
-            scale.reason,
-            message,
-            generation,
-            now,
-        ),
+    update_condition(
+        cluster,
+        status,
+        REBALANCING,
+        scale.moving,
+        scale.reason,
+        message,
+        now,
     );
     let last = status.last_rebalance.clone();
     if scale.moving {
@@ -772,17 +768,14 @@ pub fn apply_scale(
         });
     }
     if let Some(reason) = &scale.refused {
-        set_condition(
-            &mut status.conditions,
-            condition(
-                &previous,
-                DEGRADED,
-                true,
-                "ScaleDownRefused",
-                reason.clone(),
-                generation,
-                now,
-            ),
+        update_condition(
+            cluster,
+            status,
+            DEGRADED,
+            true,
+            "ScaleDownRefused",
+            reason.clone(),
+            now,
         );
     }
 }

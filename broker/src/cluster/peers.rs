@@ -1,6 +1,6 @@
 //! The address book of other brokers: their cluster endpoints from the metadata log
-//! (what each broker registered) or, until it registered, from `--peers` or its Join
-//! call. gRPC channels are made lazily, kept per peer, and reconnect by themselves.
+//! (what each broker registered) or, until it registered, from its Join call or DNS
+//! discovery, else from `--peers`. gRPC channels are made lazily, kept per peer, and reconnect by themselves.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,8 @@ use crate::metadata::Catalog;
 pub struct Peers {
     me: u64,
     configured: HashMap<u64, String>,
-    /// Addresses of brokers that asked to join, before they registered.
-    joined: Mutex<HashMap<u64, String>>,
+    /// Addresses learned from Join calls and DNS discovery, before brokers registered.
+    learned: Mutex<HashMap<u64, String>>,
     catalog: Arc<Catalog>,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
 }
@@ -29,35 +29,35 @@ impl Peers {
                 .filter(|p| p.id != me)
                 .map(|p| (p.id, p.addr.clone()))
                 .collect(),
-            joined: Mutex::default(),
+            learned: Mutex::default(),
             catalog,
             channels: Mutex::default(),
         }
     }
 
-    /// Remembers the address of a broker that asked to join.
+    /// Remembers a broker's address from its Join call or from DNS discovery.
     pub fn learn(&self, id: u64, addr: String) {
         if id != self.me {
-            self.joined.lock().unwrap().insert(id, addr);
+            self.learned.lock().unwrap().insert(id, addr);
         }
     }
 
     /// Every other broker known, from `--peers` or the metadata log.
     pub fn ids(&self) -> Vec<u64> {
         let mut ids: BTreeSet<u64> = self.configured.keys().copied().collect();
-        ids.extend(self.joined.lock().unwrap().keys().copied());
+        ids.extend(self.learned.lock().unwrap().keys().copied());
         ids.extend(self.catalog.brokers().iter().map(|b| b.id));
         ids.remove(&self.me);
         ids.into_iter().collect()
     }
 
-    /// The peer's cluster endpoint: what it registered, else what it said when it asked
-    /// to join, else what `--peers` said.
+    /// The peer's cluster endpoint: what it registered, else what was learned (its Join
+    /// call, DNS), else what `--peers` said.
     pub fn addr(&self, id: u64) -> Option<String> {
         self.catalog
             .broker(id)
             .map(|b| b.cluster_addr)
-            .or_else(|| self.joined.lock().unwrap().get(&id).cloned())
+            .or_else(|| self.learned.lock().unwrap().get(&id).cloned())
             .or_else(|| self.configured.get(&id).cloned())
     }
 

@@ -999,6 +999,21 @@ mod tests {
         }
     }
 
+    /// A single-node driver (no peers) over `db`.
+    fn start_single(
+        cfg: DriverConfig,
+        db: &Db,
+        catalog: &Arc<Catalog>,
+    ) -> (RaftHandle, JoinHandle<()>) {
+        Driver::start(
+            cfg,
+            db.clone(),
+            catalog.clone(),
+            Box::new(crate::raft::NoPeers),
+        )
+        .unwrap()
+    }
+
     async fn create_topic(h: &RaftHandle, name: &str, partitions: i32) -> Vec<u64> {
         let command = Command::CreateTopic {
             name: name.into(),
@@ -1018,13 +1033,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = storage::open(dir.path()).unwrap();
         let catalog = Arc::new(Catalog::default());
-        let (h, thread) = Driver::start(
-            config(),
-            db.clone(),
-            catalog.clone(),
-            Box::new(crate::raft::NoPeers),
-        )
-        .unwrap();
+        let (h, thread) = start_single(config(), &db, &catalog);
         let groups = create_topic(&h, "t", 4).await;
         assert_eq!(catalog.topic("t").unwrap().partitions.len(), 4);
 
@@ -1064,13 +1073,7 @@ mod tests {
         // Restart from disk: topics, offsets and the data itself are back.
         let db = storage::open(dir.path()).unwrap();
         let catalog = Arc::new(Catalog::default());
-        let (h, thread) = Driver::start(
-            config(),
-            db.clone(),
-            catalog.clone(),
-            Box::new(crate::raft::NoPeers),
-        )
-        .unwrap();
+        let (h, thread) = start_single(config(), &db, &catalog);
         let t = catalog.topic("t").expect("topic survives restart");
         for p in &t.partitions {
             assert_eq!(p.high_watermark(), 100);
@@ -1099,13 +1102,7 @@ mod tests {
         let catalog = Arc::new(Catalog::default());
         let mut cfg = config();
         cfg.retention_check = Duration::from_millis(200);
-        let (h, thread) = Driver::start(
-            cfg,
-            db.clone(),
-            catalog.clone(),
-            Box::new(crate::raft::NoPeers),
-        )
-        .unwrap();
+        let (h, thread) = start_single(cfg, &db, &catalog);
         let command = Command::CreateTopic {
             name: "small".into(),
             id: uuid::Uuid::new_v4(),
