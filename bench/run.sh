@@ -3,15 +3,21 @@
 # Chronik vs Apache Kafka on this machine, in one run (`make bench`).
 #
 # For each broker in turn (Chronik first, then Apache Kafka 4.1.1 via bench/kafka-local.sh):
-# fresh data dir, create topic `bench` (BENCH_PARTITIONS partitions, RF 1), run kafka-tools'
-# ProducerPerformance (acks=all, unthrottled, 1 KiB records) then ConsumerPerformance over the
-# same records, and read the broker's peak RSS (VmHWM). Then an idle Chronik with 1,000
+# fresh data dir, create topics `warmup` and `bench` (BENCH_PARTITIONS partitions, RF 1), warm
+# the broker up with an unmeasured ProducerPerformance run into `warmup` (a JVM broker is far
+# slower until its JIT has compiled the produce path; brokers run for days, so the steady state
+# is what counts), then run kafka-tools' ProducerPerformance (acks=all, unthrottled, 1 KiB
+# records) into `bench` and ConsumerPerformance over the same records, and read the broker's
+# peak RSS (VmHWM). CPU seconds used by the broker and by the producer tool during the measured
+# produce are read too: on a small machine the producer's own CPU bounds every broker's
+# throughput, and the report says where that bound lies. Then an idle Chronik with 1,000
 # partitions (10 topics x 100): its RSS after BENCH_IDLE_WAIT seconds.
 # Prints a table (Chronik, Kafka, Chronik/Kafka, targets) and writes it as markdown to BENCH_OUT.
 #
 # Environment:
 #   CHRONIK_BROKER_BIN   chronik-broker binary (required unless BENCH_ONLY=kafka)
-#   BENCH_RECORDS        records produced and consumed per broker (default 500000)
+#   BENCH_RECORDS        records produced and consumed per broker (default 1000000)
+#   BENCH_WARMUP_RECORDS records produced into `warmup` before measuring (default 1000000; 0: none)
 #   BENCH_RECORD_SIZE    bytes per record (default 1024)
 #   BENCH_PARTITIONS     partitions of topic `bench` (default 6)
 #   BENCH_ONLY           chronik | kafka: run one broker only (default: both)
@@ -32,7 +38,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 
-RECORDS="${BENCH_RECORDS:-500000}"
+RECORDS="${BENCH_RECORDS:-1000000}"
+WARMUP="${BENCH_WARMUP_RECORDS:-1000000}"
 RECORD_SIZE="${BENCH_RECORD_SIZE:-1024}"
 PARTITIONS="${BENCH_PARTITIONS:-6}"
 ONLY="${BENCH_ONLY:-}"
@@ -51,6 +58,7 @@ if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/
 
 case "$ONLY" in ""|chronik|kafka) ;; *) echo "bench: BENCH_ONLY must be chronik or kafka" >&2; exit 2 ;; esac
 [[ "$RECORDS" =~ ^[0-9]+$ && "$RECORDS" -gt 0 ]] || { echo "bench: BENCH_RECORDS must be a positive integer" >&2; exit 2; }
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WARMUP_RECORDS must be a non-negative integer" >&2; exit 2; }
 
 log() { echo "bench: $*" >&2; }
 want() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
@@ -113,6 +121,8 @@ cpu_busy_pct() { # share of all CPUs busy over the next 2 s, from /proc/stat
     idle = (y[5] - x[5]) + (y[6] - x[6]); printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
 }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }  # user + system, in clock ticks
 
 # create_topics BOOTSTRAP TIMEOUT_S NAME:PARTITIONS...  (RF 1), then wait until every partition
 # has a leader in Metadata. Uses confluent-kafka (librdkafka).
@@ -210,8 +220,21 @@ bench_broker() { # bench_broker chronik|kafka
   fi
   put "$b.started" 1
 
-  note_cmd "$PYTHON <confluent-kafka AdminClient> create_topics(bench, partitions=$PARTITIONS, replication_factor=1) on $bootstrap"
-  create_topics "$bootstrap" 60 "bench:$PARTITIONS"
+  note_cmd "$PYTHON <confluent-kafka AdminClient> create_topics(warmup bench, partitions=$PARTITIONS, replication_factor=1) on $bootstrap"
+  create_topics "$bootstrap" 60 "warmup:$PARTITIONS" "bench:$PARTITIONS"
+
+  # -- warm-up (not measured)
+  local rc=0
+  if (( WARMUP > 0 )); then
+    # shellcheck disable=SC2206
+    local wargs=(--topic warmup --num-records "$WARMUP" --record-size "$RECORD_SIZE" --throughput -1
+                 --producer-props "bootstrap.servers=$bootstrap" acks=all ${BENCH_PRODUCER_PROPS:-})
+    note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ProducerPerformance $(quote "${wargs[@]}")   # warm-up, not measured"
+    log "[$b] warm-up: ProducerPerformance $WARMUP records into topic warmup"
+    perf_java org.apache.kafka.tools.ProducerPerformance "${wargs[@]}" >"$WORK/$b-warmup.log" 2>&1 || rc=$?
+    if [[ $rc -ne 0 ]]; then log "[$b] warm-up failed (exit $rc):"; tail -n 30 "$WORK/$b-warmup.log" >&2; return "$rc"; fi
+    grep -E '^[0-9]+ records sent, .* 99\.9th\.' "$WORK/$b-warmup.log" | tail -n 1 | sed 's/^/  warm-up: /' >&2 || true
+  fi
 
   # -- produce
   # shellcheck disable=SC2206
@@ -219,8 +242,11 @@ bench_broker() { # bench_broker chronik|kafka
                --producer-props "bootstrap.servers=$bootstrap" acks=all ${BENCH_PRODUCER_PROPS:-})
   note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ProducerPerformance $(quote "${pargs[@]}")"
   log "[$b] ProducerPerformance: $RECORDS x $RECORD_SIZE B, acks=all"
-  local plog="$WORK/$b-producer.log" rc=0
-  perf_java org.apache.kafka.tools.ProducerPerformance "${pargs[@]}" >"$plog" 2>&1 || rc=$?
+  local plog="$WORK/$b-producer.log" ptime="$WORK/$b-producer.cpu" broker_t0 broker_t1
+  broker_t0="$(cpu_ticks "$pid")"
+  # bash's `time` reports the tool's user and system CPU seconds (JVM start-up included)
+  { TIMEFORMAT='%U %S'; time perf_java org.apache.kafka.tools.ProducerPerformance "${pargs[@]}" >"$plog" 2>&1; } 2>"$ptime" || rc=$?
+  broker_t1="$(cpu_ticks "$pid")"
   local summary sent rps mbps avg max p50 p95 p99 p999
   summary="$(grep -E '^[0-9]+ records sent, .* 99\.9th\.' "$plog" | tail -n 1 || true)"
   if [[ $rc -ne 0 || -z "$summary" ]]; then
@@ -238,6 +264,14 @@ bench_broker() { # bench_broker chronik|kafka
   [[ "$errs" == 0 ]] || log "[$b] WARNING: $errs exception line(s) in $plog (failed sends are not counted in the throughput)"
   if [[ "$sent" != "$RECORDS" ]]; then log "[$b] WARNING: only $sent of $RECORDS records acknowledged"; fi
   put "$b.disk_mib" "$(du -sm "$datadir" 2>/dev/null | cut -f1)"
+  # CPU per MB produced: the broker's (during the measured run) and the producer tool's
+  local mb tool_s broker_s
+  mb="$(awk -v n="$sent" -v s="$RECORD_SIZE" 'BEGIN { printf "%.3f", n * s / 1048576 }')"
+  tool_s="$(awk '{ printf "%.2f", $1 + $2 }' "$ptime")"
+  broker_s="$(awk -v a="$broker_t0" -v b="$broker_t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+  put "$b.broker_cpu_s" "$broker_s"; put "$b.tool_cpu_s" "$tool_s"
+  put "$b.broker_cpu_ms_mb" "$(awk -v c="$broker_s" -v m="$mb" 'BEGIN { if (m > 0) printf "%.2f", 1000 * c / m }')"
+  put "$b.tool_cpu_ms_mb" "$(awk -v c="$tool_s" -v m="$mb" 'BEGIN { if (m > 0) printf "%.2f", 1000 * c / m }')"
 
   # -- consume
   local cargs=(--bootstrap-server "$bootstrap" --topic bench --messages "$RECORDS" --timeout 30000)
@@ -378,6 +412,10 @@ rows=(
   "cons_fetch_mps|consume msgs/s (fetch only)"
   "cons_rebalance_ms|consumer group join (ms)"
   "cons_n|records consumed"
+  "broker_cpu_s|broker CPU during produce (s)"
+  "broker_cpu_ms_mb|broker CPU per MB produced (ms)"
+  "tool_cpu_s|producer tool CPU (s)"
+  "tool_cpu_ms_mb|producer tool CPU per MB (ms)"
   "peak_rss_mib|broker peak RSS, VmHWM (MiB)"
   "disk_mib|data dir after produce (MiB)"
 )
@@ -393,6 +431,16 @@ if [[ -n "$valid_note" ]]; then
   t_tput+=" (run not valid)"; t_p99+=" (run not valid)"; t_rss+=" (run not valid)"
 fi
 t_idle="$(cmp_ok 'a < b' "$(r idle.rss_mib)" 300)"
+# The producer tool shares this machine's cores with the broker: a broker using no CPU at all
+# could not be produced to faster than cores x 1000 / (tool CPU ms per MB). Reported so that a
+# throughput ratio is read against what this machine allows.
+CORES="$(nproc)"
+ceiling="$(awk -v c="$CORES" -v t="$(r chronik.tool_cpu_ms_mb)" 'BEGIN { if (t > 0) printf "%.1f", c * 1000 / t }')"
+ceiling_note=""
+if [[ -n "$ceiling" && -n "$(r kafka.prod_mbps)" ]]; then
+  ceiling_note="$(awk -v c="$ceiling" -v k="$(r kafka.prod_mbps)" -v n="$CORES" 'BEGIN {
+    printf "client-bound ceiling on this %d-core machine: %.1f MB/s (the producer tool alone would use every core), %.2fx Kafka'"'"'s measured rate", n, c, c / k }')"
+fi
 
 machine_cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
 java_ver="$("$JAVA" -version 2>&1 | head -n 1)"
@@ -414,6 +462,7 @@ java_ver="$("$JAVA" -version 2>&1 | head -n 1)"
   printf '  %-58s %s\n' "Chronik p99 produce latency < Kafka's" "$t_p99"
   printf '  %-58s %s\n' "Chronik peak RSS < 1/4 of Kafka's" "$t_rss"
   printf '  %-58s %s\n' "idle Chronik with 1,000 partitions < 300 MiB RSS" "$t_idle"
+  [[ -z "$ceiling_note" ]] || printf '  %s\n' "$ceiling_note"
   [[ -z "$valid_note" ]] || printf '  %s\n' "$valid_note"
   ((${#FAILED[@]})) && printf '\nFAILED phases: %s (logs in %s)\n' "${FAILED[*]}" "$WORK"
   printf '\n(run took %ss; logs in %s; markdown in %s)\n' "$elapsed" "$WORK" "$OUT_MD"
@@ -425,7 +474,8 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo
   echo "Run: $started_at, by \`bench/run.sh\` (\`make bench\`), took ${elapsed}s."
   echo "Workload: $RECORDS records x $RECORD_SIZE B per broker, topic \`bench\` with $PARTITIONS partitions, RF 1,"
-  echo "producer acks=all unthrottled (kafka-tools ProducerPerformance), then ConsumerPerformance over the same records."
+  echo "producer acks=all unthrottled (kafka-tools ProducerPerformance), then ConsumerPerformance over the same records;"
+  echo "before it, $WARMUP unmeasured records into topic \`warmup\` to warm each broker up."
   echo "Brokers ran one after the other on the same machine; Chronik first, then Apache Kafka ${KAFKA_VERSION:-4.1.1} (KRaft, single node)."
   echo
   echo "| metric | Chronik | Kafka | Chronik/Kafka |"
@@ -447,6 +497,7 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo "| Chronik peak RSS < 1/4 of Kafka's | $t_rss |"
   echo "| idle Chronik with 1,000 partitions < 300 MiB RSS | $t_idle |"
   echo
+  if [[ -n "$ceiling_note" ]]; then echo "Throughput bound: $ceiling_note."; echo; fi
   if [[ -n "$valid_note" ]]; then echo "**$valid_note**"; echo; fi
   if (( busy_before > 20 )); then
     echo "**Warning:** the CPUs were ${busy_before}% busy just before the run: other work on this machine skews these numbers."; echo
@@ -469,7 +520,7 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo "## Commands"
   echo
   echo '```'
-  echo "BENCH_RECORDS=$RECORDS BENCH_ONLY=${ONLY} CHRONIK_BROKER_BIN=${CHRONIK_BROKER_BIN:-} bench/run.sh"
+  echo "BENCH_RECORDS=$RECORDS BENCH_WARMUP_RECORDS=$WARMUP BENCH_ONLY=${ONLY} CHRONIK_BROKER_BIN=${CHRONIK_BROKER_BIN:-} bench/run.sh"
   cat "$CMDS"
   echo '```'
   echo "\`<jars>\` is $JARS (tests/java/fetch-jars.sh)."

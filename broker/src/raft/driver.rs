@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost011::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
-use raft::RawNode;
+use raft::{RawNode, Ready};
 use rocksdb::WriteBatch;
 
 use super::writer::{self, PersistJob};
@@ -31,7 +31,7 @@ use super::{Applied, DriverMsg, Membership, ProposeError, RaftHandle, Reply, Tra
 use crate::log::{self, AppendOutcome, PartitionMachine, PartitionShared};
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord, TopicView};
 use crate::metrics;
-use crate::storage::{self, keys, Db, GroupStorage};
+use crate::storage::{self, blob_gc::BlobGc, keys, Db, GroupStorage};
 
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
@@ -98,6 +98,8 @@ pub struct Driver {
     outbox: HashMap<u64, Vec<(u64, Message)>>,
     /// Messages that may leave only once their Ready (group, number) is durable.
     held: HashMap<(u64, u64), Vec<Message>>,
+    /// Blob GC, checked with every retention pass.
+    blob_gc: BlobGc,
 }
 
 impl Driver {
@@ -132,6 +134,7 @@ impl Driver {
             transport,
             outbox: HashMap::new(),
             held: HashMap::new(),
+            blob_gc: BlobGc::default(),
         };
         let (voters, learners) = (driver.cfg.voters.clone(), driver.cfg.learners.clone());
         driver.open_group(metadata::METADATA_GROUP, None, &voters, &learners)?;
@@ -212,6 +215,9 @@ impl Driver {
             if now >= next_retention {
                 if let Err(e) = self.enforce_retention() {
                     tracing::error!(error = %e, "retention pass failed");
+                }
+                if let Err(e) = self.blob_gc.adjust(&self.db) {
+                    tracing::warn!(error = %e, "blob GC check failed");
                 }
                 next_retention = now + self.cfg.retention_check;
             }
@@ -383,13 +389,20 @@ impl Driver {
         if ids.is_empty() {
             return Ok(false);
         }
-        let mut raft_wb = WriteBatch::default();
+        let readies: Vec<(u64, Ready)> = ids
+            .into_iter()
+            .map(|id| {
+                let g = self.groups.get_mut(&id).expect("listed above");
+                (id, g.node.ready())
+            })
+            .collect();
+        // Sized up front: a batch grown by doubling copies every record batch again.
+        let mut raft_wb = WriteBatch::with_capacity_bytes(staged_bytes(&readies));
         let mut apply_wb = WriteBatch::default();
         let mut round = Round::default();
         let mut persisting = Vec::new();
-        for id in ids {
+        for (id, mut rd) in readies {
             let g = self.groups.get_mut(&id).expect("listed above");
-            let mut rd = g.node.ready();
             queue_messages(&mut self.outbox, id, rd.take_messages());
             if !rd.snapshot().is_empty() {
                 tracing::warn!(group = id, "ignoring a Raft snapshot: not supported yet");
@@ -438,7 +451,9 @@ impl Driver {
         // Applied state is stored by the writer with its next batch; until then readers
         // find new batches in the partitions' unflushed index, so replies need not wait.
         let flushed = self.publish(&round.published);
-        self.persist(apply_wb, vec![], flushed)?;
+        if !apply_wb.is_empty() || !flushed.is_empty() {
+            self.persist(apply_wb, vec![], flushed)?;
+        }
         self.finish_round(round)?;
         Ok(true)
     }
@@ -891,6 +906,17 @@ fn publish_raft_view(
             .collect()
     });
     shared.set_raft_view(raft.leader_id, raft.term, &voters, in_sync.as_deref());
+}
+
+/// Bytes the entries of these Readies take in a WriteBatch (keys and headers included).
+fn staged_bytes(readies: &[(u64, Ready)]) -> usize {
+    const PER_ENTRY: usize = 64; // key, entry header, batch record overhead
+    readies
+        .iter()
+        .flat_map(|(_, rd)| rd.entries())
+        .map(|e| e.data.len() + e.context.len() + PER_ENTRY)
+        .sum::<usize>()
+        + 256
 }
 
 fn queue_messages(

@@ -3,6 +3,7 @@
 //! The Raft log *is* the partition log: a produced record batch is one Raft entry whose
 //! payload is the batch exactly as the client sent it.
 
+pub mod blob_gc;
 pub mod keys;
 pub mod raft_storage;
 
@@ -29,10 +30,11 @@ pub fn open(dir: &Path) -> anyhow::Result<Db> {
     opts.set_max_write_buffer_number(3);
     // Record batches are large values written once and deleted by retention: keep them in
     // blob files so compactions move only keys and small index values, not the data.
+    // Blob GC starts off; `blob_gc::BlobGc` switches it on while garbage dominates.
     opts.set_enable_blob_files(true);
     opts.set_min_blob_size(1024);
     opts.set_blob_file_size(256 << 20);
-    opts.set_enable_blob_gc(true);
+    opts.set_enable_blob_gc(false);
     opts.set_keep_log_file_num(3);
     let db = DB::open(&opts, dir.join("rocksdb"))
         .map_err(|e| anyhow::anyhow!("opening RocksDB under {}: {e}", dir.display()))?;
@@ -50,13 +52,20 @@ pub fn write(db: &DB, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Erro
 const ENTRY_HEADER: usize = 13;
 
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
-    let mut v = Vec::with_capacity(ENTRY_HEADER + entry.context.len() + entry.data.len());
+    let mut v = Vec::new();
+    encode_entry_into(entry, &mut v);
+    v
+}
+
+/// Encodes into `v` (cleared first), so one buffer can serve many entries.
+pub fn encode_entry_into(entry: &Entry, v: &mut Vec<u8>) {
+    v.clear();
+    v.reserve(ENTRY_HEADER + entry.context.len() + entry.data.len());
     v.extend_from_slice(&entry.term.to_be_bytes());
     v.push(entry.entry_type as u8);
     v.extend_from_slice(&(entry.context.len() as u32).to_be_bytes());
     v.extend_from_slice(&entry.context);
     v.extend_from_slice(&entry.data);
-    v
 }
 
 /// A stored entry's term, without copying its payload.

@@ -117,8 +117,10 @@ impl GroupStorage {
             return;
         };
         let (first, last) = (first.index, last.index);
+        let mut value = Vec::new();
         for e in &entries {
-            batch.put(keys::entry_key(self.group, e.index), super::encode_entry(e));
+            super::encode_entry_into(e, &mut value);
+            batch.put(keys::entry_key(self.group, e.index), &value);
         }
         if last < self.last_index {
             batch.delete_range(
