@@ -113,12 +113,13 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null; }
 fmt() { if [[ -n "$2" ]]; then awk -v d="$1" -v x="$2" 'BEGIN { printf("%." d "f", x) }'; fi; }  # fmt DECIMALS NUMBER
-cpu_busy_pct() { # share of all CPUs busy over the next 2 s, from /proc/stat
-  local a b
-  a="$(head -n 1 /proc/stat)"; sleep 2; b="$(head -n 1 /proc/stat)"
-  awk -v a="$a" -v b="$b" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0
+busy_between() { # busy_between STAT_A STAT_B: share of all CPUs busy between two /proc/stat lines
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0
     for (i = 2; i <= n; i++) t += y[i] - x[i]
     idle = (y[5] - x[5]) + (y[6] - x[6]); printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+cpu_busy_pct() { # share of all CPUs busy over the next 2 s
+  local a; a="$(head -n 1 /proc/stat)"; sleep 2; busy_between "$a" "$(head -n 1 /proc/stat)"
 }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 CLK_TCK="$(getconf CLK_TCK)"
@@ -243,10 +244,10 @@ bench_broker() { # bench_broker chronik|kafka
   note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ProducerPerformance $(quote "${pargs[@]}")"
   log "[$b] ProducerPerformance: $RECORDS x $RECORD_SIZE B, acks=all"
   local plog="$WORK/$b-producer.log" ptime="$WORK/$b-producer.cpu" broker_t0 broker_t1
-  broker_t0="$(cpu_ticks "$pid")"
+  broker_t0="$(cpu_ticks "$pid")"; local stat0; stat0="$(head -n 1 /proc/stat)"
   # bash's `time` reports the tool's user and system CPU seconds (JVM start-up included)
   { TIMEFORMAT='%U %S'; time perf_java org.apache.kafka.tools.ProducerPerformance "${pargs[@]}" >"$plog" 2>&1; } 2>"$ptime" || rc=$?
-  broker_t1="$(cpu_ticks "$pid")"
+  broker_t1="$(cpu_ticks "$pid")"; put "$b.machine_busy" "$(busy_between "$stat0" "$(head -n 1 /proc/stat)")"
   local summary sent rps mbps avg max p50 p95 p99 p999
   summary="$(grep -E '^[0-9]+ records sent, .* 99\.9th\.' "$plog" | tail -n 1 || true)"
   if [[ $rc -ne 0 || -z "$summary" ]]; then
@@ -412,6 +413,7 @@ rows=(
   "cons_fetch_mps|consume msgs/s (fetch only)"
   "cons_rebalance_ms|consumer group join (ms)"
   "cons_n|records consumed"
+  "machine_busy|all CPUs busy during produce (%)"
   "broker_cpu_s|broker CPU during produce (s)"
   "broker_cpu_ms_mb|broker CPU per MB produced (ms)"
   "tool_cpu_s|producer tool CPU (s)"
