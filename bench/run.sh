@@ -438,10 +438,16 @@ t_idle="$(cmp_ok 'a < b' "$(r idle.rss_mib)" 300)"
 # throughput ratio is read against what this machine allows.
 CORES="$(nproc)"
 ceiling="$(awk -v c="$CORES" -v t="$(r chronik.tool_cpu_ms_mb)" 'BEGIN { if (t > 0) printf "%.1f", c * 1000 / t }')"
-ceiling_note=""
+ceiling_note=""; budget_note=""
 if [[ -n "$ceiling" && -n "$(r kafka.prod_mbps)" ]]; then
   ceiling_note="$(awk -v c="$ceiling" -v k="$(r kafka.prod_mbps)" -v n="$CORES" 'BEGIN {
     printf "client-bound ceiling on this %d-core machine: %.1f MB/s (the producer tool alone would use every core), %.2fx Kafka'"'"'s measured rate", n, c, c / k }')"
+  # At twice Kafka's rate the tool needs 2k x t ms of CPU per second; what is left of the
+  # cores is all the broker (and the kernel's I/O on its behalf) may use per MB.
+  budget_note="$(awk -v n="$CORES" -v k="$(r kafka.prod_mbps)" -v t="$(r chronik.tool_cpu_ms_mb)" -v b="$(r chronik.broker_cpu_ms_mb)" 'BEGIN {
+    left = n * 1000 - 2 * k * t
+    if (left <= 0) printf "2x Kafka (%.1f MB/s) is beyond this machine: the producer tool alone would need %.2f cores", 2 * k, 2 * k * t / 1000
+    else printf "2x Kafka (%.1f MB/s) leaves the broker, kernel I/O included, %.2f ms of CPU per MB (Chronik used %.2f in its own process)", 2 * k, left / (2 * k), b }')"
 fi
 
 machine_cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
@@ -464,7 +470,7 @@ java_ver="$("$JAVA" -version 2>&1 | head -n 1)"
   printf '  %-58s %s\n' "Chronik p99 produce latency < Kafka's" "$t_p99"
   printf '  %-58s %s\n' "Chronik peak RSS < 1/4 of Kafka's" "$t_rss"
   printf '  %-58s %s\n' "idle Chronik with 1,000 partitions < 300 MiB RSS" "$t_idle"
-  [[ -z "$ceiling_note" ]] || printf '  %s\n' "$ceiling_note"
+  [[ -z "$ceiling_note" ]] || printf '  %s\n  %s\n' "$ceiling_note" "$budget_note"
   [[ -z "$valid_note" ]] || printf '  %s\n' "$valid_note"
   ((${#FAILED[@]})) && printf '\nFAILED phases: %s (logs in %s)\n' "${FAILED[*]}" "$WORK"
   printf '\n(run took %ss; logs in %s; markdown in %s)\n' "$elapsed" "$WORK" "$OUT_MD"
@@ -499,7 +505,7 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo "| Chronik peak RSS < 1/4 of Kafka's | $t_rss |"
   echo "| idle Chronik with 1,000 partitions < 300 MiB RSS | $t_idle |"
   echo
-  if [[ -n "$ceiling_note" ]]; then echo "Throughput bound: $ceiling_note."; echo; fi
+  if [[ -n "$ceiling_note" ]]; then echo "Throughput bound: $ceiling_note; $budget_note."; echo; fi
   if [[ -n "$valid_note" ]]; then echo "**$valid_note**"; echo; fi
   if (( busy_before > 20 )); then
     echo "**Warning:** the CPUs were ${busy_before}% busy just before the run: other work on this machine skews these numbers."; echo
