@@ -38,16 +38,40 @@ fn batches_from<'a>(
 
 /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
 /// (always at least one batch, as Kafka does, so a large batch cannot stall a consumer).
+///
+/// A partition's batches are consecutive Raft entries (apart from the odd configuration or
+/// leader-election entry), so one iterator walks them: a point lookup per batch would
+/// search every memtable and level again for each one.
 pub fn read(db: &Db, p: &PartitionShared, offset: i64, max_bytes: usize) -> anyhow::Result<Bytes> {
-    let mut out = BytesMut::new();
-    for b in batches_from(db, p, offset) {
+    let mut batches = batches_from(db, p, offset).peekable();
+    let Some(first) = batches.peek() else {
+        return Ok(Bytes::new());
+    };
+    // Created after `batches_from` read the high watermark: every entry below it is
+    // already in RocksDB, hence in this iterator's snapshot.
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(keys::entry_key(p.group, u64::MAX));
+    let mut entries = db.raw_iterator_opt(opts);
+    entries.seek(keys::entry_key(p.group, first.raft_index));
+    let mut out = BytesMut::with_capacity(max_bytes.min(first.size as usize * 8));
+    for b in batches {
         if !out.is_empty() && out.len() + b.size as usize > max_bytes {
             break;
         }
-        let raw = db
-            .get_pinned(keys::entry_key(p.group, b.raft_index))?
-            .ok_or_else(|| anyhow::anyhow!("log entry {} of {} missing", b.raft_index, p.topic))?;
-        batch::put_stamped(&mut out, entry_data(&raw), b.base_offset, b.term as i32);
+        while entries
+            .key()
+            .is_some_and(|k| keys::u64_suffix(k) < b.raft_index)
+        {
+            entries.next();
+        }
+        let raw = match (entries.key(), entries.value()) {
+            (Some(k), Some(v)) if keys::u64_suffix(k) == b.raft_index => v,
+            _ => {
+                entries.status()?;
+                anyhow::bail!("log entry {} of {} missing", b.raft_index, p.topic);
+            }
+        };
+        batch::put_stamped(&mut out, entry_data(raw), b.base_offset, b.term as i32);
         if out.len() >= max_bytes {
             break;
         }
