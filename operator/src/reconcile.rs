@@ -908,16 +908,13 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
         .unwrap_or_default()
         .to_string();
     let roll = roll(&ctx, &cluster, &ns, &pods, &desired_hash).await?;
-    let was_stalled = cluster
+    let last_upgrade = cluster
         .status
         .as_ref()
         .and_then(|s| s.last_upgrade.as_ref())
-        .is_some_and(|l| l.result == "Failed");
-    let was_upgrading = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.last_upgrade.as_ref())
-        .is_some_and(|l| l.result == "InProgress");
+        .map(|l| l.result.as_str());
+    let was_stalled = last_upgrade == Some("Failed");
+    let was_upgrading = last_upgrade == Some("InProgress");
     apply_roll(&cluster, &mut status, &roll, &now);
     if roll.stalled && !was_stalled {
         publish(

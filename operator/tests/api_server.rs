@@ -1114,32 +1114,22 @@ impl Brokers {
         }
     }
 
-    /// Replica count of broker `id`, as any live broker's admin API reports it.
-    async fn replica_count(&self, id: i32) -> u32 {
+    /// Broker `id` as any live broker's admin API reports it (`None`: not registered).
+    async fn reported(&self, id: i32) -> Option<chronik_api::admin::v1::BrokerStatus> {
         for uri in self.admin_uris() {
             if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
-                return s
-                    .brokers
-                    .iter()
-                    .find(|b| b.node_id == id)
-                    .map_or(0, |b| b.replica_count);
+                return s.brokers.into_iter().find(|b| b.node_id == id);
             }
         }
         panic!("no broker answers ClusterStatus")
     }
 
-    /// Leader count of broker `id`, as any live broker's admin API reports it.
+    async fn replica_count(&self, id: i32) -> u32 {
+        self.reported(id).await.map_or(0, |b| b.replica_count)
+    }
+
     async fn leader_count(&self, id: i32) -> u32 {
-        for uri in self.admin_uris() {
-            if let Ok(s) = chronik_operator::admin::cluster_status(&uri).await {
-                return s
-                    .brokers
-                    .iter()
-                    .find(|b| b.node_id == id)
-                    .map_or(0, |b| b.leader_count);
-            }
-        }
-        panic!("no broker answers ClusterStatus")
+        self.reported(id).await.map_or(0, |b| b.leader_count)
     }
 
     fn admin_uris(&self) -> Vec<String> {
