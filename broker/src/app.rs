@@ -111,17 +111,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding Kafka address {}: {e}", args.kafka_addr))?;
-    let metrics_task = tokio::spawn(metrics::serve(
-        args.metrics_addr,
+    let health = metrics::Health {
         catalog,
-        args.node_id,
-        shutdown.clone(),
-    ));
-    let server_task = tokio::spawn(server::serve(
+        node_id: args.node_id,
+        pulse: raft.pulse(),
+    };
+    let mut metrics_task =
+        tokio::spawn(metrics::serve(args.metrics_addr, health, shutdown.clone()));
+    let mut server_task = tokio::spawn(server::serve(
         kafka_listener,
         broker.clone(),
         shutdown.clone(),
     ));
+    let mut driver_task = tokio::task::spawn_blocking(move || driver_thread.join());
     tokio::spawn(leadership::report_loop(broker.clone(), shutdown.clone()));
     tokio::spawn(registration::register(
         broker.clone(),
@@ -136,10 +138,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "chronik-broker started"
     );
 
+    // A broker without any one of these cannot serve: it ends with an error (and a
+    // non-zero exit code) so that its supervisor restarts it, instead of living on.
+    let mut grpc_task = grpc_task;
     tokio::select! {
         _ = wait_for_signal() => tracing::info!("shutdown requested"),
-        r = metrics_task => r??,
-        r = grpc_task => r??,
+        r = &mut metrics_task => return Err(stopped("the metrics and health endpoint", r)),
+        r = &mut grpc_task => return Err(stopped("the cluster gRPC server", r)),
+        r = &mut server_task => return Err(stopped("the Kafka listener", r.map(Ok))),
+        _ = &mut driver_task => anyhow::bail!("the Raft driver stopped unexpectedly"),
     }
     drain_leadership(&broker).await;
     trigger.fire();
@@ -147,9 +154,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // or will be answered with an error, never acknowledged and then lost.
     let _ = tokio::time::timeout(Duration::from_secs(10), server_task).await;
     raft.shutdown();
-    let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
+    let _ = driver_task.await;
     tracing::info!("chronik-broker stopped");
     Ok(())
+}
+
+/// The error a broker stops with when one of its servers ended before shutdown.
+fn stopped(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("{what} stopped unexpectedly"),
+        Ok(Err(e)) => e.context(format!("{what} failed")),
+        Err(e) => anyhow::anyhow!("{what} failed: {e}"),
+    }
 }
 
 /// Hands every leadership this broker holds to another voter before it stops, so that

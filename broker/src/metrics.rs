@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +17,9 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cluster::leadership::LIVENESS_WINDOW;
 use crate::metadata::Catalog;
+use crate::raft::Pulse;
 use crate::shutdown::Shutdown;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -166,40 +169,73 @@ fn render(catalog: &Catalog, node_id: u64) -> String {
     String::from_utf8(out).expect("utf-8 metrics")
 }
 
+/// What the probes look at: the Raft driver's pulse and the broker's view of the cluster.
 #[derive(Clone)]
-struct Ctx {
-    catalog: Arc<Catalog>,
-    node_id: u64,
+pub struct Health {
+    pub catalog: Arc<Catalog>,
+    pub node_id: u64,
+    pub pulse: Arc<Pulse>,
 }
 
-async fn metrics(State(ctx): State<Ctx>) -> String {
-    render(&ctx.catalog, ctx.node_id)
+/// A driver whose loop has not gone round for this long is stuck (it goes round at least
+/// once a Raft tick): the broker is not alive, and a liveness probe restarts it.
+const DRIVER_STALLED: Duration = Duration::from_secs(5);
+
+/// Ready needs a driver that went round this recently.
+const DRIVER_SLOW: Duration = Duration::from_secs(2);
+
+async fn metrics(State(h): State<Health>) -> String {
+    render(&h.catalog, h.node_id)
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(h): State<Health>) -> (StatusCode, String) {
+    let age = h.pulse.age();
+    if age > DRIVER_STALLED {
+        let msg = format!("raft driver stalled: last round {} ms ago", age.as_millis());
+        return (StatusCode::SERVICE_UNAVAILABLE, msg);
+    }
+    (
+        StatusCode::OK,
+        format!("ok: raft driver round {} ms ago", age.as_millis()),
+    )
 }
 
-async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
-    if ctx.catalog.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    match not_ready(&h) {
+        None => (StatusCode::OK, "ready".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Why the broker cannot serve now, if it cannot.
+fn not_ready(h: &Health) -> Option<String> {
+    if !h.catalog.is_ready() {
+        return Some("starting".into());
+    }
+    let age = h.pulse.age();
+    if age > DRIVER_SLOW {
+        return Some(format!(
+            "raft driver stalled: last round {} ms ago",
+            age.as_millis()
+        ));
+    }
+    match h.catalog.metadata_leader() {
+        None => Some("no metadata leader known".into()),
+        Some(l) if l != h.node_id && !h.catalog.peer_alive(l, LIVENESS_WINDOW) => Some(format!(
+            "no contact with the metadata leader (broker {l}) for {} s",
+            LIVENESS_WINDOW.as_secs()
+        )),
+        Some(_) => None,
     }
 }
 
 /// Binds exactly the configured address (never a wildcard of our choosing).
-pub async fn serve(
-    addr: SocketAddr,
-    catalog: Arc<Catalog>,
-    node_id: u64,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
+pub async fn serve(addr: SocketAddr, health: Health, shutdown: Shutdown) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Ctx { catalog, node_id });
+        .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding metrics address {addr}: {e}"))?;

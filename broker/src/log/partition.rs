@@ -5,14 +5,19 @@
 //! and a restart simply re-applies entries after the persisted applied index.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rocksdb::WriteBatch;
 
 use super::batch::{self, BatchHeader};
 use crate::protocol::errors;
 use crate::storage::{keys, Db};
+
+/// A leader reports its groups every few hundred milliseconds; a report older than this
+/// speaks for a leader that may be gone.
+const REPORT_FRESH: Duration = Duration::from_secs(2);
 
 /// How many recent batches per producer are remembered for duplicate detection (as Kafka).
 const PRODUCER_WINDOW: usize = 5;
@@ -33,6 +38,10 @@ pub struct PartitionShared {
     /// Voters as the leader last reported them (a replica removed from the group learns
     /// it this way: it never sees its removal commit).
     reported_voters: Mutex<Vec<u64>>,
+    /// When a leader last reported this group, if ever.
+    reported_at: Mutex<Option<Instant>>,
+    /// Whether this node hosts a replica (its own Raft view is then the authority).
+    hosted: AtomicBool,
     log_bytes: AtomicU64,
     /// Applied batches whose offset-index entries may not be in RocksDB yet (the log
     /// writer stores them with its next batch); readers merge these with the index.
@@ -51,6 +60,8 @@ impl PartitionShared {
             leader: AtomicU64::new(0),
             replicas: Mutex::new((vec![], vec![])),
             reported_voters: Mutex::new(vec![]),
+            reported_at: Mutex::new(None),
+            hosted: AtomicBool::new(false),
             log_bytes: AtomicU64::new(0),
             unflushed: Mutex::new(BTreeMap::new()),
         }
@@ -86,9 +97,21 @@ impl PartitionShared {
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.leader_epoch.store(epoch, Ordering::Release)
     }
-    /// The Raft leader's node id, if the group has one.
+    /// The Raft leader's node id, if the group has one. A broker without a replica knows
+    /// only what leaders report: a leader that stopped reporting is not advertised.
     pub fn leader(&self) -> Option<u64> {
-        Some(self.leader.load(Ordering::Acquire)).filter(|id| *id != 0)
+        let leader = Some(self.leader.load(Ordering::Acquire)).filter(|id| *id != 0)?;
+        if !self.hosted.load(Ordering::Acquire) && !self.report_is_fresh() {
+            return None;
+        }
+        Some(leader)
+    }
+
+    fn report_is_fresh(&self) -> bool {
+        self.reported_at
+            .lock()
+            .unwrap()
+            .is_some_and(|at| at.elapsed() < REPORT_FRESH)
     }
 
     /// (voters, in-sync voters) as last seen by the Raft driver.
@@ -99,11 +122,20 @@ impl PartitionShared {
     /// Records the group's Raft view as this node's driver sees it. Only a leader knows
     /// which voters are in sync (`Some`); a follower keeps what its leader reported for
     /// the same term and otherwise assumes just the leader.
+    ///
+    /// When this node's Raft knows no leader, none is advertised (clients then get
+    /// LEADER_NOT_AVAILABLE and ask again) unless a leader of this term is reporting
+    /// right now, which our Raft has simply not heard from yet. A leader that stepped
+    /// down, or one that went silent, is never kept.
     pub fn set_raft_view(&self, leader: u64, term: u64, voters: &[u64], in_sync: Option<&[u64]>) {
+        self.hosted.store(true, Ordering::Release);
         let mut r = self.replicas.lock().unwrap();
         let known = self.leader.load(Ordering::Acquire);
         let epoch = self.leader_epoch();
-        if (term as i32) < epoch || (term as i32 == epoch && leader == 0 && known != 0) {
+        let reported_now = self.report_is_fresh();
+        if (term as i32) < epoch
+            || (term as i32 == epoch && leader == 0 && known != 0 && reported_now)
+        {
             // A leader's report arrived before our own Raft caught up (a newer term, or
             // the leader of this term that we have not heard from yet): keep it.
             return;
@@ -133,6 +165,9 @@ impl PartitionShared {
         self.set_leader_epoch(term as i32);
         *r = (voters.to_vec(), in_sync.to_vec());
         *self.reported_voters.lock().unwrap() = voters.to_vec();
+        if leader != 0 {
+            *self.reported_at.lock().unwrap() = Some(Instant::now());
+        }
     }
 
     /// The voters in the leader's last report; empty before any.

@@ -15,20 +15,24 @@
 //! leader's appends) leave at once; the rest (votes, append responses) are held until the
 //! writer reports their Ready durable.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prost011::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeType, Message};
 use raft::{RawNode, Ready};
 use rocksdb::WriteBatch;
 
-use super::writer::{self, PersistJob};
-use super::{Applied, DriverMsg, Membership, ProposeError, RaftHandle, Reply, Transport};
-use crate::log::{self, AppendOutcome, PartitionMachine, PartitionShared};
+use super::group::{apply_entries, queue_messages, Finish, Group, Proposal, Round};
+use super::membership::{
+    followers_have, replica_removed, retry_preferred_campaign, step_towards_target,
+};
+use super::view::publish_raft_view;
+use super::writer::{self, PersistJob, WriteHook};
+use super::{DriverMsg, Membership, ProposeError, Pulse, RaftHandle, Reply, Transport};
+use crate::log::{self, PartitionMachine, PartitionShared};
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord, TopicView};
 use crate::metrics;
 use crate::storage::{self, blob_gc::BlobGc, keys, Db, GroupStorage};
@@ -48,40 +52,8 @@ pub struct DriverConfig {
     pub retention_bytes: i64,
 }
 
-struct Proposal {
-    term: u64,
-    reply: Reply,
-    since: Instant,
-}
-
-struct Group {
-    node: RawNode<GroupStorage>,
-    /// `None` for the metadata group, whose machine lives in [`Driver::meta`].
-    partition: Option<PartitionMachine>,
-    proposals: BTreeMap<u64, Proposal>,
-    applied: u64,
-    /// Ticks left during which this node, the preferred leader of a new group, campaigns
-    /// again while no leader is known (its first vote requests may reach peers that have
-    /// not created the group yet).
-    preferred_ticks: u8,
-    /// When each voter last had every committed entry (leader only): the basis of ISR.
-    caught_up: HashMap<u64, Instant>,
-}
-
-/// A voter stays in sync while, this recently, it had every committed entry and the leader
-/// had heard from it within an election timeout (Kafka's replica.lag.time.max.ms).
-const ISR_LAG: Duration = Duration::from_secs(3);
-
 /// Ticks of a new group during which its preferred leader retries its campaign.
 const PREFERRED_CAMPAIGN_TICKS: u8 = 9;
-
-/// What one round of Ready handling must do once its writes are on disk.
-#[derive(Default)]
-struct Round {
-    replies: Vec<(Reply, Result<Applied, ProposeError>, Instant)>,
-    published: HashSet<u64>,
-    effects: Vec<Outcome>,
-}
 
 pub struct Driver {
     cfg: DriverConfig,
@@ -100,6 +72,7 @@ pub struct Driver {
     held: HashMap<(u64, u64), Vec<Message>>,
     /// Blob GC, checked with every retention pass.
     blob_gc: BlobGc,
+    pulse: Arc<Pulse>,
 }
 
 impl Driver {
@@ -110,7 +83,19 @@ impl Driver {
         catalog: Arc<Catalog>,
         transport: Box<dyn Transport>,
     ) -> anyhow::Result<(RaftHandle, JoinHandle<()>)> {
+        Self::start_with(cfg, db, catalog, transport, None)
+    }
+
+    /// As [`Driver::start`], with a hook the log writer runs before each of its passes.
+    pub fn start_with(
+        cfg: DriverConfig,
+        db: Db,
+        catalog: Arc<Catalog>,
+        transport: Box<dyn Transport>,
+        write_hook: Option<WriteHook>,
+    ) -> anyhow::Result<(RaftHandle, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
+        let pulse = Arc::new(Pulse::new());
         let (meta, offsets) = MetadataMachine::load(&db)?;
         for (group, o) in offsets {
             catalog.set_offset(&group, o);
@@ -135,6 +120,7 @@ impl Driver {
             outbox: HashMap::new(),
             held: HashMap::new(),
             blob_gc: BlobGc::default(),
+            pulse: pulse.clone(),
         };
         let (voters, learners) = (driver.cfg.voters.clone(), driver.cfg.learners.clone());
         driver.open_group(metadata::METADATA_GROUP, None, &voters, &learners)?;
@@ -150,7 +136,7 @@ impl Driver {
         // Replay what was committed but not yet applied before the last shutdown.
         while driver.handle_readies()? {}
         driver.flush_outbox();
-        let (writer_tx, writer_thread) = writer::start(driver.db.clone(), tx.clone())?;
+        let (writer_tx, writer_thread) = writer::start(driver.db.clone(), tx.clone(), write_hook)?;
         driver.writer = Some(writer_tx);
         tracing::info!(
             groups = driver.groups.len(),
@@ -163,13 +149,15 @@ impl Driver {
                 driver.run();
                 let _ = writer_thread.join();
             })?;
-        Ok((RaftHandle { tx }, thread))
+        Ok((RaftHandle { tx, pulse }, thread))
     }
 
     fn run(mut self) {
         let mut next_tick = Instant::now() + self.cfg.tick;
         let mut next_retention = Instant::now() + self.cfg.retention_check;
         loop {
+            self.pulse.beat();
+            fail::fail_point!("raft-driver");
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(msg) => {
@@ -314,7 +302,7 @@ impl Driver {
             queue_messages(&mut self.outbox, gid, messages);
         }
         if let Some(g) = self.groups.get_mut(&gid) {
-            g.node.on_persist_ready(number);
+            g.written(number);
         }
     }
 
@@ -401,48 +389,10 @@ impl Driver {
         let mut apply_wb = WriteBatch::default();
         let mut round = Round::default();
         let mut persisting = Vec::new();
-        for (id, mut rd) in readies {
-            let g = self.groups.get_mut(&id).expect("listed above");
-            queue_messages(&mut self.outbox, id, rd.take_messages());
-            if !rd.snapshot().is_empty() {
-                tracing::warn!(group = id, "ignoring a Raft snapshot: not supported yet");
-            }
-            let committed = rd.take_committed_entries();
-            apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
-            if rd.entries().is_empty() && rd.hs().is_none() {
-                // Nothing to persist: finish this Ready in place.
-                queue_messages(&mut self.outbox, id, rd.take_persisted_messages());
-                let mut light = g.node.advance(rd);
-                queue_messages(&mut self.outbox, id, light.take_messages());
-                if let Some(commit) = light.commit_index() {
-                    g.node.mut_store().stage_commit(commit, &mut apply_wb);
-                }
-                let committed = light.take_committed_entries();
-                apply_entries(&mut self.meta, id, g, committed, &mut apply_wb, &mut round);
-            } else {
-                // (Taken, not copied: the storage's entry cache keeps them until applied.)
-                g.node
-                    .mut_store()
-                    .stage_append(rd.take_entries(), &mut raft_wb);
-                if let Some(hs) = rd.hs() {
-                    g.node
-                        .mut_store()
-                        .stage_hard_state(hs.clone(), &mut raft_wb);
-                }
-                let held = rd.take_persisted_messages();
-                if !held.is_empty() {
-                    self.held.insert((id, rd.number()), held);
-                }
-                persisting.push((id, rd.number()));
-                g.node.advance_append_async(rd);
-            }
-            g.node.advance_apply_to(g.applied);
-            g.node.mut_store().release_cache(g.applied);
-            match &g.partition {
-                Some(p) => publish_raft_view(&g.node, &mut g.caught_up, &p.shared),
-                None => self
-                    .catalog
-                    .set_metadata_leader(g.node.raft.leader_id, g.node.raft.term),
+        for (id, rd) in readies {
+            if let Some(number) = self.handle_ready(id, rd, &mut raft_wb, &mut apply_wb, &mut round)
+            {
+                persisting.push((id, number));
             }
         }
         if !persisting.is_empty() {
@@ -456,6 +406,73 @@ impl Driver {
         }
         self.finish_round(round)?;
         Ok(true)
+    }
+
+    /// One group's Ready in raft-rs's order: messages a leader may send at once, applying
+    /// what is committed, then staging entries and hard state for the log writer. Returns
+    /// the Ready's number when it must be written before it counts as persisted.
+    fn handle_ready(
+        &mut self,
+        id: u64,
+        mut rd: Ready,
+        raft_wb: &mut WriteBatch,
+        apply_wb: &mut WriteBatch,
+        round: &mut Round,
+    ) -> Option<u64> {
+        let g = self.groups.get_mut(&id).expect("group with a Ready");
+        g.took_ready(rd.number());
+        queue_messages(&mut self.outbox, id, rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            tracing::warn!(group = id, "ignoring a Raft snapshot: not supported yet");
+        }
+        let committed = rd.take_committed_entries();
+        apply_entries(&mut self.meta, id, g, committed, apply_wb, round);
+        let mut written = None;
+        if rd.entries().is_empty() && rd.hs().is_none() {
+            match g.finish_without_write() {
+                Finish::InPlace => {
+                    queue_messages(&mut self.outbox, id, rd.take_persisted_messages());
+                    let mut light = g.node.advance(rd);
+                    queue_messages(&mut self.outbox, id, light.take_messages());
+                    if let Some(commit) = light.commit_index() {
+                        g.node.mut_store().stage_commit(commit, apply_wb);
+                    }
+                    let committed = light.take_committed_entries();
+                    apply_entries(&mut self.meta, id, g, committed, apply_wb, round);
+                }
+                Finish::AfterWrite(number) => {
+                    // Its messages (append responses among them) speak for entries that
+                    // an earlier, still queued write holds: they leave after it.
+                    let held = rd.take_persisted_messages();
+                    if !held.is_empty() {
+                        self.held.entry((id, number)).or_default().extend(held);
+                    }
+                    g.node.advance_append_async(rd);
+                }
+            }
+        } else {
+            // (Taken, not copied: the storage's entry cache keeps them until applied.)
+            g.node.mut_store().stage_append(rd.take_entries(), raft_wb);
+            if let Some(hs) = rd.hs() {
+                g.node.mut_store().stage_hard_state(hs.clone(), raft_wb);
+            }
+            let held = rd.take_persisted_messages();
+            if !held.is_empty() {
+                self.held.insert((id, rd.number()), held);
+            }
+            g.writing(rd.number());
+            written = Some(rd.number());
+            g.node.advance_append_async(rd);
+        }
+        g.node.advance_apply_to(g.applied);
+        g.node.mut_store().release_cache(g.applied);
+        match &g.partition {
+            Some(p) => publish_raft_view(&g.node, &mut g.caught_up, &p.shared),
+            None => self
+                .catalog
+                .set_metadata_leader(g.node.raft.leader_id, g.node.raft.term),
+        }
+        written
     }
 
     fn publish(&mut self, groups: &HashSet<u64>) -> Vec<(Arc<PartitionShared>, i64)> {
@@ -690,18 +707,16 @@ impl Driver {
         }
         self.groups.insert(
             gid,
-            Group {
+            Group::new(
                 node,
                 partition,
-                proposals: BTreeMap::new(),
                 applied,
-                preferred_ticks: if preferred {
+                if preferred {
                     PREFERRED_CAMPAIGN_TICKS
                 } else {
                     0
                 },
-                caught_up: HashMap::new(),
-            },
+            ),
         );
         Ok(())
     }
@@ -769,145 +784,6 @@ impl Driver {
     }
 }
 
-/// One membership change of a group whose voters differ from its target, proposed by its
-/// leader (one at a time: raft-rs refuses a second while one is pending). Added replicas
-/// join as learners and become voters once caught up, so the group never counts on a
-/// voter that cannot vote yet; a leader that is itself moved away first hands leadership
-/// to a target voter.
-fn step_towards_target(gid: u64, g: &mut Group, target: &[u64], me: u64) {
-    let raft = &g.node.raft;
-    if raft.state != raft::StateRole::Leader || raft.has_pending_conf() {
-        return;
-    }
-    let cs = raft.prs().conf().to_conf_state();
-    let committed = raft.raft_log.committed;
-    let caught_up = |id: &u64| raft.prs().get(*id).is_some_and(|p| p.matched >= committed);
-    let change = if let Some(add) = target
-        .iter()
-        .find(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
-    {
-        Some((ConfChangeType::AddLearnerNode, *add))
-    } else if let Some(promote) = cs
-        .learners
-        .iter()
-        .find(|id| target.contains(id) && caught_up(id))
-    {
-        Some((ConfChangeType::AddNode, *promote))
-    } else if cs.learners.iter().any(|id| target.contains(id)) {
-        None // a new replica is still catching up
-    } else if let Some(remove) = cs
-        .voters
-        .iter()
-        .chain(cs.learners.iter())
-        .find(|id| !target.contains(id))
-    {
-        if *remove == me {
-            let to = target
-                .iter()
-                .filter(|id| caught_up(id))
-                .max_by_key(|id| raft.prs().get(**id).map_or(0, |p| p.matched));
-            if let Some(to) = to {
-                g.node.transfer_leader(*to);
-            }
-            None
-        } else {
-            Some((ConfChangeType::RemoveNode, *remove))
-        }
-    } else {
-        None
-    };
-    if let Some((change_type, node_id)) = change {
-        let cc = ConfChange {
-            change_type: change_type as i32,
-            node_id,
-            ..Default::default()
-        };
-        match g.node.propose_conf_change(vec![], cc) {
-            Ok(()) => tracing::info!(group = gid, ?change_type, node_id, "moving replicas"),
-            Err(e) => tracing::debug!(group = gid, error = %e, "membership change not proposed"),
-        }
-    }
-}
-
-/// Whether this node's replica was moved away: not in the target, and the group's leader
-/// reports voters without it.
-fn replica_removed(g: &Group, target: &[u64], me: u64) -> bool {
-    if target.contains(&me) || g.node.raft.state == raft::StateRole::Leader {
-        return false;
-    }
-    let Some(p) = &g.partition else {
-        return false;
-    };
-    let reported = p.shared.reported_voters();
-    !reported.is_empty() && !reported.contains(&me) && reported.iter().all(|v| target.contains(v))
-}
-
-fn retry_preferred_campaign(g: &mut Group) {
-    if g.preferred_ticks == 0 {
-        return;
-    }
-    g.preferred_ticks -= 1;
-    if g.node.raft.leader_id != 0 {
-        g.preferred_ticks = 0;
-    } else if g.preferred_ticks.is_multiple_of(3) {
-        let _ = g.node.campaign();
-    }
-}
-
-/// Whether every voter has the entries up to `index` (always true on a follower, which
-/// does not know its peers' progress and only compacts what it has applied itself).
-fn followers_have(node: &RawNode<GroupStorage>, index: u64) -> bool {
-    let raft = &node.raft;
-    if raft.state != raft::StateRole::Leader {
-        return true;
-    }
-    raft.prs()
-        .conf()
-        .voters()
-        .ids()
-        .iter()
-        .all(|id| raft.prs().get(id).is_some_and(|p| p.matched >= index))
-}
-
-/// Shares the group's leader, term, voters and in-sync voters with request handlers and
-/// the admin API. Only the leader knows which voters are in sync (followers learn it from
-/// the leader's reports): those that had every committed entry within [`ISR_LAG`] and
-/// that it heard from recently.
-fn publish_raft_view(
-    node: &RawNode<GroupStorage>,
-    caught_up: &mut HashMap<u64, Instant>,
-    shared: &PartitionShared,
-) {
-    let raft = &node.raft;
-    let mut voters: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
-    voters.sort_unstable();
-    let in_sync: Option<Vec<u64>> = (raft.state == raft::StateRole::Leader).then(|| {
-        let committed = raft.raft_log.committed;
-        let now = Instant::now();
-        voters
-            .iter()
-            .copied()
-            .filter(|id| {
-                let Some(p) = raft.prs().get(*id) else {
-                    return false;
-                };
-                if *id == raft.id {
-                    return true;
-                }
-                // (raft-rs clears `recent_active` at every quorum check and sets it again
-                // on the next response, so it only refreshes the mark, never clears it.)
-                if p.matched >= committed && p.recent_active {
-                    caught_up.insert(*id, now);
-                }
-                caught_up
-                    .get(id)
-                    .is_some_and(|t| now.duration_since(*t) < ISR_LAG)
-            })
-            .collect()
-    });
-    shared.set_raft_view(raft.leader_id, raft.term, &voters, in_sync.as_deref());
-}
-
 /// Bytes the entries of these Readies take in a WriteBatch (keys and headers included).
 fn staged_bytes(readies: &[(u64, Ready)]) -> usize {
     const PER_ENTRY: usize = 64; // key, entry header, batch record overhead
@@ -917,252 +793,4 @@ fn staged_bytes(readies: &[(u64, Ready)]) -> usize {
         .map(|e| e.data.len() + e.context.len() + PER_ENTRY)
         .sum::<usize>()
         + 256
-}
-
-fn queue_messages(
-    outbox: &mut HashMap<u64, Vec<(u64, Message)>>,
-    gid: u64,
-    messages: Vec<Message>,
-) {
-    for m in messages {
-        outbox.entry(m.to).or_default().push((gid, m));
-    }
-}
-
-/// Applies a committed membership change to the group and stores its new voters.
-fn apply_conf_change(gid: u64, g: &mut Group, e: &Entry, wb: &mut WriteBatch) {
-    let result = if e.entry_type == EntryType::EntryConfChange as i32 {
-        ConfChange::decode(e.data.as_slice())
-            .map_err(|e| e.to_string())
-            .and_then(|cc| g.node.apply_conf_change(&cc).map_err(|e| e.to_string()))
-    } else {
-        ConfChangeV2::decode(e.data.as_slice())
-            .map_err(|e| e.to_string())
-            .and_then(|cc| g.node.apply_conf_change(&cc).map_err(|e| e.to_string()))
-    };
-    match result {
-        Ok(cs) => {
-            tracing::info!(group = gid, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
-            g.node.mut_store().stage_conf_state(cs, wb);
-        }
-        Err(err) => {
-            tracing::error!(group = gid, index = e.index, error = %err, "bad membership change")
-        }
-    }
-}
-
-/// Applies committed entries of one group and resolves the proposals waiting on them.
-fn apply_entries(
-    meta: &mut MetadataMachine,
-    gid: u64,
-    g: &mut Group,
-    entries: Vec<Entry>,
-    wb: &mut WriteBatch,
-    round: &mut Round,
-) {
-    for e in entries {
-        g.applied = e.index;
-        let outcome = if e.entry_type != EntryType::EntryNormal as i32 {
-            apply_conf_change(gid, g, &e, wb);
-            None
-        } else if let Some(p) = g.partition.as_mut() {
-            let out = p.apply(e.index, e.term, &e.data, wb);
-            if let Some(AppendOutcome::Appended { .. }) = out {
-                round.published.insert(gid);
-            }
-            out.map(Applied::Partition)
-        } else {
-            let out = meta.apply(e.index, &e.data, wb);
-            if let Some(o) = &out {
-                if matches!(
-                    o,
-                    Outcome::TopicCreated(..)
-                        | Outcome::TopicDeleted(..)
-                        | Outcome::OffsetsCommitted(..)
-                        | Outcome::BrokerRegistered(..)
-                        | Outcome::ClusterId(..)
-                        | Outcome::TargetsSet(..)
-                ) {
-                    round.effects.push(o.clone());
-                }
-            }
-            out.map(Applied::Metadata)
-        };
-        if g.partition.is_some() && outcome.is_none() {
-            round.published.insert(gid);
-        }
-        // Proposals at or below this index are decided now.
-        while let Some(entry) = g.proposals.first_entry() {
-            if *entry.key() > e.index {
-                break;
-            }
-            let (index, p) = entry.remove_entry();
-            let result = match (&outcome, index == e.index && p.term == e.term) {
-                (Some(o), true) => Ok(o.clone()),
-                _ => Err(ProposeError::NotLeader),
-            };
-            round.replies.push((p.reply, result, p.since));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::batch::tests::make_batch;
-    use crate::metadata::Command;
-    use crate::raft::Pending;
-
-    fn config() -> DriverConfig {
-        DriverConfig {
-            node_id: 1,
-            voters: vec![1],
-            learners: vec![],
-            tick: Duration::from_millis(100),
-            retention_check: Duration::from_secs(3600),
-            retention_ms: -1,
-            retention_bytes: -1,
-        }
-    }
-
-    /// A single-node driver (no peers) over `db`.
-    fn start_single(
-        cfg: DriverConfig,
-        db: &Db,
-        catalog: &Arc<Catalog>,
-    ) -> (RaftHandle, JoinHandle<()>) {
-        Driver::start(
-            cfg,
-            db.clone(),
-            catalog.clone(),
-            Box::new(crate::raft::NoPeers),
-        )
-        .unwrap()
-    }
-
-    async fn create_topic(h: &RaftHandle, name: &str, partitions: i32) -> Vec<u64> {
-        let command = Command::CreateTopic {
-            name: name.into(),
-            id: uuid::Uuid::new_v4(),
-            partitions,
-            configs: Default::default(),
-            replicas: vec![],
-        };
-        match h.propose_metadata(&command, Duration::from_secs(5)).await {
-            Ok(Outcome::TopicCreated(_, record)) => record.groups,
-            other => panic!("create failed: {other:?}"),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn group_commit_batches_fsyncs_and_state_survives_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = storage::open(dir.path()).unwrap();
-        let catalog = Arc::new(Catalog::default());
-        let (h, thread) = start_single(config(), &db, &catalog);
-        let groups = create_topic(&h, "t", 4).await;
-        assert_eq!(catalog.topic("t").unwrap().partitions.len(), 4);
-
-        let syncs_before = metrics::RAFT_SYNC_SECONDS.get_sample_count();
-        // 400 single-record batches over 4 partitions, all queued before any is awaited.
-        let pending: Vec<(u64, Pending)> = (0..400)
-            .map(|i| {
-                let g = groups[i % 4];
-                (g, h.propose(g, make_batch(1, -1, -1, b"payload").to_vec()))
-            })
-            .collect();
-        let mut offsets: HashMap<u64, Vec<i64>> = HashMap::new();
-        for (g, p) in pending {
-            match p.wait(Duration::from_secs(10)).await.unwrap() {
-                Applied::Partition(AppendOutcome::Appended { base_offset }) => {
-                    offsets.entry(g).or_default().push(base_offset)
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        let syncs = metrics::RAFT_SYNC_SECONDS.get_sample_count() - syncs_before;
-        assert!(
-            syncs < 100,
-            "400 proposals took {syncs} fsyncs: no group commit"
-        );
-        for g in &groups {
-            assert_eq!(offsets[g], (0..100).collect::<Vec<i64>>(), "group {g}");
-        }
-        for p in &catalog.topic("t").unwrap().partitions {
-            assert_eq!(p.high_watermark(), 100);
-        }
-
-        h.shutdown();
-        thread.join().unwrap();
-        drop(db);
-
-        // Restart from disk: topics, offsets and the data itself are back.
-        let db = storage::open(dir.path()).unwrap();
-        let catalog = Arc::new(Catalog::default());
-        let (h, thread) = start_single(config(), &db, &catalog);
-        let t = catalog.topic("t").expect("topic survives restart");
-        for p in &t.partitions {
-            assert_eq!(p.high_watermark(), 100);
-            let data = log::read::read(&db, p, 99, 1 << 20).unwrap();
-            let stamped = i64::from_be_bytes(data[0..8].try_into().unwrap());
-            assert_eq!(stamped, 99);
-        }
-        // Offsets continue where they stopped.
-        let next = h
-            .propose(groups[0], make_batch(2, -1, -1, b"x").to_vec())
-            .wait(Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(
-            next,
-            Applied::Partition(AppendOutcome::Appended { base_offset: 100 })
-        );
-        h.shutdown();
-        thread.join().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = storage::open(dir.path()).unwrap();
-        let catalog = Arc::new(Catalog::default());
-        let mut cfg = config();
-        cfg.retention_check = Duration::from_millis(200);
-        let (h, thread) = start_single(cfg, &db, &catalog);
-        let command = Command::CreateTopic {
-            name: "small".into(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 1,
-            configs: [("retention.bytes".to_string(), "1000".to_string())].into(),
-            replicas: vec![],
-        };
-        let group = match h.propose_metadata(&command, Duration::from_secs(5)).await {
-            Ok(Outcome::TopicCreated(_, r)) => r.groups[0],
-            other => panic!("{other:?}"),
-        };
-        for _ in 0..20 {
-            h.propose(group, make_batch(1, -1, -1, &[0u8; 200]).to_vec())
-                .wait(Duration::from_secs(5))
-                .await
-                .unwrap();
-        }
-        let p = catalog.partition("small", 0).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while p.log_start() == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(p.log_start() > 0, "retention never moved the log start");
-        assert!(
-            p.log_bytes() <= 1000 + 261,
-            "log still holds {} bytes",
-            p.log_bytes()
-        );
-        assert_eq!(p.high_watermark(), 20);
-        // Reading below the new start finds the first retained batch, never a hole.
-        let data = log::read::read(&db, &p, 0, 1 << 20).unwrap();
-        let first = i64::from_be_bytes(data[0..8].try_into().unwrap());
-        assert_eq!(first, p.log_start());
-        h.shutdown();
-        thread.join().unwrap();
-    }
 }

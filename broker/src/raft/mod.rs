@@ -3,16 +3,23 @@
 //! other brokers leave through a [`Transport`]; theirs arrive through [`RaftHandle::step`].
 
 mod driver;
+mod group;
 mod logger;
+mod membership;
+#[cfg(test)]
+mod tests;
+mod view;
 mod writer;
 
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
 use tokio::sync::oneshot;
 
 pub use driver::{Driver, DriverConfig};
+pub use writer::WriteHook;
 
 use crate::log::AppendOutcome;
 use crate::metadata;
@@ -91,6 +98,35 @@ pub(crate) enum DriverMsg {
 #[derive(Clone)]
 pub struct RaftHandle {
     tx: mpsc::Sender<DriverMsg>,
+    pulse: Arc<Pulse>,
+}
+
+/// When the driver's loop last went round: it goes round at least once a tick, so a pulse
+/// older than a few ticks means a stalled driver (health probes read it).
+#[derive(Debug)]
+pub struct Pulse {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Pulse {
+    fn new() -> Self {
+        Pulse {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the driver's loop last went round.
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
 }
 
 /// A proposal in flight; await it for the outcome once the entry is committed and applied.
@@ -142,6 +178,11 @@ impl RaftHandle {
 
     pub fn shutdown(&self) {
         let _ = self.tx.send(DriverMsg::Shutdown);
+    }
+
+    /// The driver loop's pulse.
+    pub fn pulse(&self) -> Arc<Pulse> {
+        self.pulse.clone()
     }
 }
 

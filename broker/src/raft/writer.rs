@@ -35,19 +35,34 @@ impl PersistJob {
     }
 }
 
+/// Runs before each pass of the writer: tests use it to make the writer lag behind the
+/// driver. (The `raft-log-writer` fail point does the same for a broker process, through
+/// the `FAILPOINTS` environment variable.)
+pub type WriteHook = Arc<dyn Fn() + Send + Sync>;
+
 pub fn start(
     db: Db,
     done: mpsc::Sender<DriverMsg>,
+    hook: Option<WriteHook>,
 ) -> std::io::Result<(mpsc::Sender<PersistJob>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<PersistJob>();
     let thread = std::thread::Builder::new()
         .name("raft-log-writer".into())
-        .spawn(move || run(db, rx, done))?;
+        .spawn(move || run(db, rx, done, hook))?;
     Ok((tx, thread))
 }
 
-fn run(db: Db, rx: mpsc::Receiver<PersistJob>, done: mpsc::Sender<DriverMsg>) {
+fn run(
+    db: Db,
+    rx: mpsc::Receiver<PersistJob>,
+    done: mpsc::Sender<DriverMsg>,
+    hook: Option<WriteHook>,
+) {
     while let Ok(first) = rx.recv() {
+        if let Some(hook) = &hook {
+            hook();
+        }
+        fail::fail_point!("raft-log-writer");
         let mut jobs = vec![first];
         while let Ok(more) = rx.try_recv() {
             jobs.push(more);

@@ -1,0 +1,455 @@
+//! Driver tests: a single node, and clusters of drivers in one process whose transport
+//! can cut nodes off and whose log writers can be held back, so that the interleavings
+//! that matter (a Ready with nothing to persist while an earlier write is still queued)
+//! happen every time instead of now and then under load.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::Message;
+
+use super::{Applied, Driver, DriverConfig, Pending, RaftHandle, Transport, WriteHook};
+use crate::log::{self, batch::tests::make_batch, AppendOutcome};
+use crate::metadata::{Catalog, Command, Outcome};
+use crate::metrics;
+use crate::storage::{self, Db};
+
+fn config() -> DriverConfig {
+    DriverConfig {
+        node_id: 1,
+        voters: vec![1],
+        learners: vec![],
+        tick: Duration::from_millis(100),
+        retention_check: Duration::from_secs(3600),
+        retention_ms: -1,
+        retention_bytes: -1,
+    }
+}
+
+/// A single-node driver (no peers) over `db`.
+fn start_single(
+    cfg: DriverConfig,
+    db: &Db,
+    catalog: &Arc<Catalog>,
+) -> (RaftHandle, JoinHandle<()>) {
+    Driver::start(
+        cfg,
+        db.clone(),
+        catalog.clone(),
+        Box::new(crate::raft::NoPeers),
+    )
+    .unwrap()
+}
+
+async fn create_topic(h: &RaftHandle, name: &str, partitions: i32) -> Vec<u64> {
+    let command = Command::CreateTopic {
+        name: name.into(),
+        id: uuid::Uuid::new_v4(),
+        partitions,
+        configs: Default::default(),
+        replicas: vec![],
+    };
+    match h.propose_metadata(&command, Duration::from_secs(5)).await {
+        Ok(Outcome::TopicCreated(_, record)) => record.groups,
+        other => panic!("create failed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_fsyncs_and_state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = storage::open(dir.path()).unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let (h, thread) = start_single(config(), &db, &catalog);
+    let groups = create_topic(&h, "t", 4).await;
+    assert_eq!(catalog.topic("t").unwrap().partitions.len(), 4);
+
+    let syncs_before = metrics::RAFT_SYNC_SECONDS.get_sample_count();
+    // 400 single-record batches over 4 partitions, all queued before any is awaited.
+    let pending: Vec<(u64, Pending)> = (0..400)
+        .map(|i| {
+            let g = groups[i % 4];
+            (g, h.propose(g, make_batch(1, -1, -1, b"payload").to_vec()))
+        })
+        .collect();
+    let mut offsets: HashMap<u64, Vec<i64>> = HashMap::new();
+    for (g, p) in pending {
+        match p.wait(Duration::from_secs(10)).await.unwrap() {
+            Applied::Partition(AppendOutcome::Appended { base_offset }) => {
+                offsets.entry(g).or_default().push(base_offset)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let syncs = metrics::RAFT_SYNC_SECONDS.get_sample_count() - syncs_before;
+    assert!(
+        syncs < 100,
+        "400 proposals took {syncs} fsyncs: no group commit"
+    );
+    for g in &groups {
+        assert_eq!(offsets[g], (0..100).collect::<Vec<i64>>(), "group {g}");
+    }
+    for p in &catalog.topic("t").unwrap().partitions {
+        assert_eq!(p.high_watermark(), 100);
+    }
+
+    h.shutdown();
+    thread.join().unwrap();
+    drop(db);
+
+    // Restart from disk: topics, offsets and the data itself are back.
+    let db = storage::open(dir.path()).unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let (h, thread) = start_single(config(), &db, &catalog);
+    let t = catalog.topic("t").expect("topic survives restart");
+    for p in &t.partitions {
+        assert_eq!(p.high_watermark(), 100);
+        let data = log::read::read(&db, p, 99, 1 << 20).unwrap();
+        let stamped = i64::from_be_bytes(data[0..8].try_into().unwrap());
+        assert_eq!(stamped, 99);
+    }
+    // Offsets continue where they stopped.
+    let next = h
+        .propose(groups[0], make_batch(2, -1, -1, b"x").to_vec())
+        .wait(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        Applied::Partition(AppendOutcome::Appended { base_offset: 100 })
+    );
+    h.shutdown();
+    thread.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = storage::open(dir.path()).unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let mut cfg = config();
+    cfg.retention_check = Duration::from_millis(200);
+    let (h, thread) = start_single(cfg, &db, &catalog);
+    let command = Command::CreateTopic {
+        name: "small".into(),
+        id: uuid::Uuid::new_v4(),
+        partitions: 1,
+        configs: [("retention.bytes".to_string(), "1000".to_string())].into(),
+        replicas: vec![],
+    };
+    let group = match h.propose_metadata(&command, Duration::from_secs(5)).await {
+        Ok(Outcome::TopicCreated(_, r)) => r.groups[0],
+        other => panic!("{other:?}"),
+    };
+    for _ in 0..20 {
+        h.propose(group, make_batch(1, -1, -1, &[0u8; 200]).to_vec())
+            .wait(Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    let p = catalog.partition("small", 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.log_start() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(p.log_start() > 0, "retention never moved the log start");
+    assert!(
+        p.log_bytes() <= 1000 + 261,
+        "log still holds {} bytes",
+        p.log_bytes()
+    );
+    assert_eq!(p.high_watermark(), 20);
+    // Reading below the new start finds the first retained batch, never a hole.
+    let data = log::read::read(&db, &p, 0, 1 << 20).unwrap();
+    let first = i64::from_be_bytes(data[0..8].try_into().unwrap());
+    assert_eq!(first, p.log_start());
+    h.shutdown();
+    thread.join().unwrap();
+}
+
+// -- Clusters of drivers in one process ---------------------------------------------------
+
+/// The network between in-process drivers: delivers each node's messages to the others,
+/// except to and from nodes that are cut off.
+#[derive(Default)]
+struct Net {
+    handles: Mutex<HashMap<u64, RaftHandle>>,
+    cut: Mutex<HashSet<u64>>,
+}
+
+impl Net {
+    fn cut_off(&self, node: u64) {
+        self.cut.lock().unwrap().insert(node);
+    }
+    fn heal(&self, node: u64) {
+        self.cut.lock().unwrap().remove(&node);
+    }
+}
+
+struct NetTransport {
+    me: u64,
+    net: Arc<Net>,
+}
+
+impl Transport for NetTransport {
+    fn send(&self, to: u64, messages: Vec<(u64, Message)>) {
+        let cut = self.net.cut.lock().unwrap();
+        if cut.contains(&to) || cut.contains(&self.me) {
+            return;
+        }
+        if let Some(h) = self.net.handles.lock().unwrap().get(&to) {
+            h.step(messages);
+        }
+    }
+}
+
+/// Holds a log writer back while closed: what it was handed stays queued, unwritten.
+#[derive(Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+    fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
+}
+
+struct Node {
+    id: u64,
+    _dir: tempfile::TempDir,
+    catalog: Arc<Catalog>,
+    handle: RaftHandle,
+    thread: Option<JoinHandle<()>>,
+    gate: Arc<Gate>,
+}
+
+struct Cluster {
+    net: Arc<Net>,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn start(ids: &[u64]) -> Cluster {
+        let net = Arc::new(Net::default());
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let dir = tempfile::tempdir().unwrap();
+                let db = storage::open(dir.path()).unwrap();
+                let catalog = Arc::new(Catalog::default());
+                let gate = Arc::new(Gate::default());
+                let hook: WriteHook = {
+                    let gate = gate.clone();
+                    Arc::new(move || gate.pass())
+                };
+                let cfg = DriverConfig {
+                    node_id: id,
+                    voters: ids.to_vec(),
+                    tick: Duration::from_millis(20),
+                    ..config()
+                };
+                let transport = Box::new(NetTransport {
+                    me: id,
+                    net: net.clone(),
+                });
+                let (handle, thread) =
+                    Driver::start_with(cfg, db, catalog.clone(), transport, Some(hook)).unwrap();
+                net.handles.lock().unwrap().insert(id, handle.clone());
+                Node {
+                    id,
+                    _dir: dir,
+                    catalog,
+                    handle,
+                    thread: Some(thread),
+                    gate,
+                }
+            })
+            .collect();
+        Cluster { net, nodes }
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("a node of the cluster")
+    }
+
+    /// Waits for a metadata leader all nodes agree on, then creates a one-partition topic
+    /// replicated on `replicas` (the first its preferred leader) and waits for that leader.
+    async fn topic(&self, name: &str, replicas: &[u64]) {
+        let leader = wait_for("a metadata leader", || {
+            let l = self.nodes[0].catalog.metadata_leader()?;
+            self.nodes
+                .iter()
+                .all(|n| n.catalog.metadata_leader() == Some(l))
+                .then_some(l)
+        })
+        .await;
+        let command = Command::CreateTopic {
+            name: name.into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 1,
+            configs: Default::default(),
+            replicas: vec![replicas.to_vec()],
+        };
+        let outcome = self
+            .node(leader)
+            .handle
+            .propose_metadata(&command, Duration::from_secs(10))
+            .await;
+        assert!(
+            matches!(outcome, Ok(Outcome::TopicCreated(..))),
+            "{outcome:?}"
+        );
+        wait_for("the partition's preferred leader", || {
+            let p = self.node(replicas[0]).catalog.partition(name, 0)?;
+            (p.leader() == Some(replicas[0])).then_some(())
+        })
+        .await;
+    }
+
+    fn group(&self, topic: &str) -> u64 {
+        self.nodes[0].catalog.partition(topic, 0).unwrap().group
+    }
+
+    fn high_watermark(&self, node: u64, topic: &str) -> i64 {
+        self.node(node)
+            .catalog
+            .partition(topic, 0)
+            .map_or(-1, |p| p.high_watermark())
+    }
+
+    /// Fails the test if a driver thread ended (raft-rs panics end it).
+    fn assert_drivers_alive(&self) {
+        for n in &self.nodes {
+            let finished = n.thread.as_ref().is_some_and(|t| t.is_finished());
+            assert!(!finished, "the driver of node {} stopped", n.id);
+        }
+    }
+
+    fn stop(mut self) {
+        for n in &mut self.nodes {
+            n.gate.open();
+            n.handle.shutdown();
+            if let Some(t) = n.thread.take() {
+                t.join().expect("driver thread panicked");
+            }
+        }
+    }
+}
+
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn produce(h: &RaftHandle, group: u64) -> Applied {
+    h.propose(group, make_batch(1, -1, -1, b"r").to_vec())
+        .wait(Duration::from_secs(10))
+        .await
+        .expect("committed")
+}
+
+/// A leader whose own write is still queued must not count itself towards the commit
+/// quorum. With one follower cut off, the other follower's acknowledgement alone is no
+/// majority: the record must wait for the leader's write. (Before the fix, the leader's
+/// next heartbeat Ready, with nothing to persist, was finished with `advance`, which told
+/// raft-rs that the queued write was done, and the record was acknowledged while on one
+/// disk only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_never_counts_its_own_unwritten_entries() {
+    let cluster = Cluster::start(&[1, 2, 3]);
+    cluster.topic("t", &[1, 2, 3]).await;
+    let group = cluster.group("t");
+    let leader = cluster.node(1);
+    produce(&leader.handle, group).await;
+
+    cluster.net.cut_off(3);
+    leader.gate.close();
+    let pending: Pending = leader
+        .handle
+        .propose(group, make_batch(1, -1, -1, b"gated").to_vec());
+    // Dozens of heartbeat rounds (a heartbeat every 40 ms) pass while the write is held.
+    let early = pending.wait(Duration::from_millis(1500)).await;
+    assert!(
+        early.is_err(),
+        "acknowledged before the leader's own write: {early:?}"
+    );
+    assert_eq!(cluster.high_watermark(1, "t"), 1, "applied before written");
+    leader.gate.open();
+    wait_for("the held record to commit", || {
+        (cluster.high_watermark(1, "t") == 2).then_some(())
+    })
+    .await;
+    cluster.net.heal(3);
+    produce(&leader.handle, group).await;
+    for id in [1, 2, 3] {
+        wait_for("equal high watermarks", || {
+            (cluster.high_watermark(id, "t") == 3).then_some(())
+        })
+        .await;
+    }
+    cluster.assert_drivers_alive();
+    cluster.stop();
+}
+
+/// A follower whose writer lags applies only what it has written. (Before the fix it
+/// applied entries still queued in its writer, released them from the entry cache, and
+/// raft-rs panicked with "term(N) must be valid" when it next asked for one of them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_lagging_writer_applies_only_what_it_wrote() {
+    let cluster = Cluster::start(&[1, 2, 3]);
+    cluster.topic("t", &[1, 2, 3]).await;
+    let group = cluster.group("t");
+    let leader = cluster.node(1);
+    produce(&leader.handle, group).await;
+    wait_for("follower 2 to apply", || {
+        (cluster.high_watermark(2, "t") == 1).then_some(())
+    })
+    .await;
+
+    cluster.node(2).gate.close();
+    for _ in 0..20 {
+        produce(&leader.handle, group).await; // committed by nodes 1 and 3
+    }
+    // Heartbeats keep arriving at node 2 while its writes are held.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.high_watermark(2, "t"),
+        1,
+        "node 2 applied entries its writer has not written"
+    );
+    cluster.node(2).gate.open();
+    for _ in 0..5 {
+        produce(&leader.handle, group).await;
+    }
+    for id in [1, 2, 3] {
+        wait_for("equal high watermarks", || {
+            (cluster.high_watermark(id, "t") == 26).then_some(())
+        })
+        .await;
+    }
+    cluster.assert_drivers_alive();
+    cluster.stop();
+}
