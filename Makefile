@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
-.PHONY: deps build-deps build run test unit-test e2e-test lint fmt crds bench fuzz clean
+.PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos lint fmt crds bench fuzz clean
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
 deps:
@@ -23,7 +23,7 @@ build:
 run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: deps build unit-test e2e-test
+test: deps build unit-test e2e-test chaos-test
 
 unit-test:
 	cargo test --release --workspace
@@ -37,6 +37,16 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# The fault-injection suite's short form (one seeded run, every fault once: ~2 min). Needs
+# root for its network namespaces; skipped otherwise.
+chaos-test: build
+	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) -m pytest tests/chaos -q -p no:cacheprovider
+
+# The long form: 20 seeded schedules of 5 faults each while every core is saturated.
+CHAOS_SEEDS ?= 1-20
+chaos: build
+	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) tests/chaos/chaos.py --seeds $(CHAOS_SEEDS) --faults 5 --load
 
 # The CRD is generated from operator/src/crd.rs; a unit test fails when these copies drift.
 crds: build

@@ -85,6 +85,8 @@ class ChronikBroker:
         # other brokers of the cluster as (node id, cluster address); empty: single node
         self.peers: list[tuple[int, str]] = []
         self.extra_args: list[str] = []
+        # extra environment, e.g. FAILPOINTS for fault injection
+        self.env: dict[str, str] = {}
         self.binary = broker_bin()
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -144,6 +146,7 @@ class ChronikBroker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
         self.starts += 1
         self._stopped_on_purpose = False
         with open(self.log_path, "ab") as log:
@@ -376,13 +379,15 @@ def cluster_factory(request, tmp_path_factory):
     replicate every partition through Raft. Returns the list of brokers, all ready."""
     started: list[ChronikBroker] = []
 
-    def make(n: int = 3, config: dict | None = None) -> list[ChronikBroker]:
+    def make(n: int = 3, config: dict | None = None,
+             env: dict | None = None) -> list[ChronikBroker]:
         if EXTERNAL_BOOTSTRAP:
             pytest.skip("needs a Chronik cluster; KAFKA_EXTERNAL_BOOTSTRAP is set")
         brokers = [ChronikBroker(tmp_path_factory.mktemp(f"node{i}"), config=config, node_id=i)
                    for i in range(1, n + 1)]
         for b in brokers:
             b.peers = [(o.node_id, o.admin_addr) for o in brokers if o is not b]
+            b.env.update(env or {})
             _register(request, b)
             started.append(b)
         for b in brokers:
@@ -413,6 +418,26 @@ def cluster_factory(request, tmp_path_factory):
     if crashed:
         pytest.fail("chronik-broker died during the test: " + "; ".join(
             f"{b.describe()} exit code {code}" for b, code in crashed), pytrace=False)
+
+
+@pytest.fixture
+def broker_process(request, tmp_path_factory):
+    """Makes chronik-brokers that the test starts itself (e.g. with FAILPOINTS set) and
+    that may die on purpose: their exit is the test's to check. Stopped at teardown."""
+    made: list[ChronikBroker] = []
+
+    def make(env: dict | None = None) -> ChronikBroker:
+        if EXTERNAL_BOOTSTRAP:
+            pytest.skip("needs a chronik-broker process; KAFKA_EXTERNAL_BOOTSTRAP is set")
+        b = ChronikBroker(tmp_path_factory.mktemp("broker"))
+        b.env.update(env or {})
+        _register(request, b)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
 
 
 @pytest.fixture
