@@ -43,10 +43,14 @@ fmt:
 chaos-test: build
 	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) -m pytest tests/chaos -q -p no:cacheprovider
 
-# The long form: 20 seeded schedules of 5 faults each while every core is saturated.
+# The long form: 20 seeded schedules of 5 faults each while every core is saturated, then
+# the replication and fault e2e tests on the same saturated machine (~40 min).
 CHAOS_SEEDS ?= 1-20
 chaos: build
-	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) tests/chaos/chaos.py --seeds $(CHAOS_SEEDS) --faults 5 --load
+	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) tests/chaos/chaos.py --seeds $(CHAOS_SEEDS) \
+		--faults 5 --load --json chaos-results.json
+	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) tests/chaos/loaded.py $(PYTHON) -m pytest \
+		tests/e2e/test_replication.py tests/e2e/test_faults.py -q -p no:cacheprovider
 
 # The CRD is generated from operator/src/crd.rs; a unit test fails when these copies drift.
 crds: build

@@ -35,6 +35,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     broker::split_host_port(&advertised_cluster)?;
     let cluster_id = broker::cluster_id(&args.data_dir)?;
     let db = storage::open(&args.data_dir)?;
+    let disk = storage::DiskSpace::new(args.data_dir.clone(), settings.storage_min_free_bytes);
+    disk.watch()?;
     let catalog = Arc::new(metadata::Catalog::default());
     let peers = Arc::new(Peers::new(args.node_id, &args.peers, catalog.clone()));
     let had_cluster_state =
@@ -84,6 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retention_check: Duration::from_millis(settings.retention_check_interval_ms),
         retention_ms: settings.retention_ms,
         retention_bytes: settings.retention_bytes,
+        disk: disk.clone(),
     };
     let transport = Box::new(GrpcTransport::new(args.node_id, peers.clone()));
     let (raft, driver_thread) =
@@ -96,6 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         groups: group::Coordinator::new(&settings),
         settings,
         db,
+        disk,
         catalog: catalog.clone(),
         raft: raft.clone(),
         peers,

@@ -120,6 +120,10 @@ pub struct Settings {
     pub group_max_session_timeout_ms: i32,
     /// Raft tick interval; elections take 10 ticks.
     pub raft_tick_ms: u64,
+    /// Below this much free space on the data directory's filesystem, new records are
+    /// refused with KAFKA_STORAGE_ERROR until space returns (RocksDB keeps the margin
+    /// for flushes and compactions of what was accepted).
+    pub storage_min_free_bytes: u64,
 }
 
 impl Default for Settings {
@@ -137,6 +141,7 @@ impl Default for Settings {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             raft_tick_ms: 100,
+            storage_min_free_bytes: 1 << 30,
         }
     }
 }

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import disks  # noqa: E402
 import netlab  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,13 @@ NODES = [1, 2, 3]
 PARTITIONS = 6
 RATE = 300  # records per second
 KAFKA_PORT, CLUSTER_PORT, METRICS_PORT = 9092, 9093, 9644
-FAULTS = ["kill9", "sigterm", "sigstop", "isolate", "isolate_peers", "deafen", "slow"]
+FAULTS = ["kill9", "sigterm", "sigstop", "isolate", "isolate_peers", "deafen", "slow",
+          "disk_full"]
+# Each broker's data directory is a small disk of its own; below MIN_FREE free bytes the
+# broker refuses new records (storage_min_free_bytes), and the disk-full fault leaves it
+# half of that.
+DISK_MIB = 1024
+MIN_FREE = 256 << 20
 
 
 def log(msg: str) -> None:
@@ -72,7 +79,9 @@ class Broker:
         self.node, self.lab = node, lab
         self.ip = netlab.node_ip(node)
         self.data = workdir / f"b{node}"
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.disk = disks.SmallDisk(workdir / f"b{node}.img", self.data, DISK_MIB)
+        self.config = workdir / f"b{node}.toml"
+        self.config.write_text(f"storage_min_free_bytes = {MIN_FREE}\n")
         self.log_path = workdir / f"b{node}.log"
         self.proc: subprocess.Popen | None = None
         self.expected_exit = False
@@ -95,6 +104,7 @@ class Broker:
             str(broker_bin()), "--node-id", str(self.node), "--data-dir", str(self.data),
             "--kafka-addr", self.bootstrap, "--cluster-addr", self.admin_addr,
             "--metrics-addr", f"{self.ip}:{METRICS_PORT}", "--peers", peers,
+            "--config", str(self.config),
         ]
         with open(self.log_path, "ab") as f:
             f.write(f"\n===== start {time.strftime('%H:%M:%S')}\n".encode())
@@ -387,16 +397,22 @@ def inject(kind: str, victim: Broker, lab: netlab.Lab, seconds: float,
             victim.crashes.append(f"b{n} exited with {code} after SIGTERM")
     elif kind == "sigstop":
         victim.signal(signal.SIGSTOP)
+    elif kind == "disk_full":
+        victim.disk.fill(leave=MIN_FREE // 2)
     else:
         {"isolate": lab.isolate, "isolate_peers": lab.isolate_from_peers,
          "deafen": lab.deafen_to_peers, "slow": lab.slow}[kind](n)
-    moves = kind not in ("slow",) and led
+    # A slow link or a full disk leaves leadership where it is (a full leader refuses
+    # records with a retriable error until space returns).
+    moves = kind not in ("slow", "disk_full") and led
     failover = failover_time(victim, brokers, topic, led, t0, t0 + seconds) if moves else None
     time.sleep(max(0.0, t0 + seconds - time.monotonic()))
     if kind in ("kill9", "sigterm"):
         victim.start()
     elif kind == "sigstop":
         victim.signal(signal.SIGCONT)
+    elif kind == "disk_full":
+        victim.disk.unfill()
     else:
         lab.heal(n)
     return failover
@@ -476,6 +492,8 @@ def run(seed: int, faults: int, cover: bool, workdir: Path) -> Verdict:
             if b.alive and not b.healthy():
                 verdict.zombies.append(f"b{b.node} alive but not healthy and ready")
             b.terminate()
+        for b in brokers:
+            b.disk.unmount()
         lab.close()
     return verdict
 

@@ -2,16 +2,22 @@
 writer that lags behind the Raft driver, a driver that panics, a driver that stalls; and
 a leader frozen with SIGSTOP. Acknowledged records survive, a broker never lives on
 without its Raft driver, health probes tell a stalled driver, and Metadata never names a
-leader that Raft no longer has."""
+leader that Raft no longer has. A disk that fills up makes the broker refuse records with
+a Kafka error until space returns."""
 
 import os
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 from kafkautil import admin, confluent_read_all, http_get
 from test_replication import bootstrap, create_replicated
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))  # disks.py
 
 
 def produce_until(boot, topic, stop, acked, errors, extra=None):
@@ -151,3 +157,65 @@ def test_a_frozen_leader_is_replaced_quickly_and_not_advertised_after_it_wakes(
             break
         assert time.monotonic() < deadline, f"views disagree after SIGCONT: {views}"
         time.sleep(0.1)
+
+
+def metric(b, name):
+    status, body = http_get(b.metrics_url + "/metrics")
+    assert status == 200
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to loop-mount a small disk")
+def test_a_full_disk_refuses_records_with_a_storage_error_and_recovers(
+        request, tmp_path, topic_name):
+    import disks
+    from conftest import ChronikBroker, _register
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaStorageError
+
+    b = ChronikBroker(tmp_path, config={"storage_min_free_bytes": 64 << 20})
+    disk = disks.SmallDisk(tmp_path / "disk.img", b.data_dir, 256)
+    _register(request, b)
+    request.addfinalizer(disk.unmount)
+    request.addfinalizer(b.stop)
+    b.start()
+    acked, errors = [], []
+
+    def cb(err, msg):
+        (errors if err else acked).append(err or msg.value())
+
+    patient = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True,
+                        "acks": "all", "message.timeout.ms": 90000})
+    for i in range(100):
+        patient.produce(topic_name, value=b"before-%03d" % i, on_delivery=cb)
+    assert patient.flush(30) == 0 and len(acked) == 100 and not errors
+
+    disk.fill(leave=32 << 20)
+    deadline = time.monotonic() + 10
+    while metric(b, "chronik_storage_full") != 1:
+        assert time.monotonic() < deadline, "the broker did not notice its disk is full"
+        time.sleep(0.1)
+    # A client that does not retry is told why: KAFKA_STORAGE_ERROR.
+    impatient = KafkaProducer(bootstrap_servers=b.bootstrap, acks="all", retries=0)
+    with pytest.raises(KafkaStorageError):
+        impatient.send(topic_name, b"refused").get(timeout=15)
+    impatient.close()
+    # A retrying producer's records wait for space instead of failing or vanishing.
+    for i in range(50):
+        patient.produce(topic_name, value=b"during-%03d" % i, on_delivery=cb)
+    patient.poll(3)
+    assert len(acked) == 100, "records acknowledged while the disk is full"
+    assert "disk nearly full" in b.log_tail()
+
+    disk.unfill()
+    assert patient.flush(60) == 0, "records still waiting after space returned"
+    assert not errors, errors[:3]
+    assert len(acked) == 150
+    assert metric(b, "chronik_storage_full") == 0
+    values = [r.value for r in confluent_read_all(b.bootstrap, topic_name, expected=150)]
+    assert values == [b"before-%03d" % i for i in range(100)] + \
+        [b"during-%03d" % i for i in range(50)]
+    assert b.alive

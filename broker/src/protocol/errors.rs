@@ -33,6 +33,7 @@ pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
 pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
 pub const UNKNOWN_TOPIC_ID: i16 = E::UnknownTopicId.code();
 pub const MESSAGE_TOO_LARGE: i16 = E::MessageTooLarge.code();
+pub const KAFKA_STORAGE_ERROR: i16 = E::KafkaStorageError.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = E::UnknownServerError.code();
 
 use crate::raft::ProposeError;

@@ -52,6 +52,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                 Some(shared) if !broker.leads(&shared) => {
                     PartitionWork::Failed(errors::NOT_LEADER_OR_FOLLOWER)
                 }
+                Some(_) if broker.disk.is_full() => {
+                    PartitionWork::Failed(errors::KAFKA_STORAGE_ERROR)
+                }
                 Some(shared) => propose(broker, shared, p.records.unwrap_or_default(), max_batch),
             };
             partitions.push((p.index, item));

@@ -50,6 +50,17 @@ pub struct DriverConfig {
     pub retention_check: Duration,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    /// While its disk is short of space a follower leaves new partition entries
+    /// unacknowledged (its leader commits with the other replicas).
+    pub disk: Arc<storage::DiskSpace>,
+}
+
+/// Whether a message is a partition append that would grow a disk short of space (the
+/// metadata group's few bytes still pass, so the broker stays a working member).
+fn refused_when_full(gid: u64, m: &Message) -> bool {
+    gid != metadata::METADATA_GROUP
+        && m.msg_type == raft::eraftpb::MessageType::MsgAppend as i32
+        && !m.entries.is_empty()
 }
 
 /// Ticks of a new group during which its preferred leader retries its campaign.
@@ -249,6 +260,9 @@ impl Driver {
                     // A group not (yet) known here, e.g. a topic whose creation this node
                     // has not applied: drop; the leader sends again.
                     if let Some(g) = self.groups.get_mut(&gid) {
+                        if self.cfg.disk.is_full() && refused_when_full(gid, &m) {
+                            continue;
+                        }
                         if let Err(e) = g.node.step(m) {
                             tracing::debug!(group = gid, error = %e, "raft message rejected");
                         }
@@ -421,6 +435,9 @@ impl Driver {
     ) -> Option<u64> {
         let g = self.groups.get_mut(&id).expect("group with a Ready");
         g.took_ready(rd.number());
+        let stepped_down = rd
+            .ss()
+            .is_some_and(|ss| ss.raft_state != raft::StateRole::Leader);
         queue_messages(&mut self.outbox, id, rd.take_messages());
         if !rd.snapshot().is_empty() {
             tracing::warn!(group = id, "ignoring a Raft snapshot: not supported yet");
@@ -463,6 +480,9 @@ impl Driver {
             g.writing(rd.number());
             written = Some(rd.number());
             g.node.advance_append_async(rd);
+        }
+        if stepped_down && g.partition.is_some() {
+            g.fail_proposals(round);
         }
         g.node.advance_apply_to(g.applied);
         g.node.mut_store().release_cache(g.applied);

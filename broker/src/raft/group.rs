@@ -77,6 +77,20 @@ impl Group {
         }
     }
 
+    /// Answers every proposal still waiting with NOT_LEADER, as Kafka completes a deposed
+    /// leader's pending produce requests: a leader that stepped down (cut off from its
+    /// quorum, or a new term elsewhere) cannot commit them, and a client left waiting for
+    /// its request timeout would keep sending to it instead of finding the new leader.
+    /// An entry that a new leader commits after all is acknowledged to the retry (the
+    /// idempotent producer's sequence makes it a duplicate, answered with its offset).
+    pub fn fail_proposals(&mut self, round: &mut Round) {
+        for (_, p) in std::mem::take(&mut self.proposals) {
+            round
+                .replies
+                .push((p.reply, Err(ProposeError::NotLeader), p.since));
+        }
+    }
+
     /// Records that Ready `number` was taken from raft-rs.
     pub fn took_ready(&mut self, number: u64) {
         self.last_ready = number;

@@ -25,6 +25,7 @@ fn config() -> DriverConfig {
         retention_check: Duration::from_secs(3600),
         retention_ms: -1,
         retention_bytes: -1,
+        disk: Default::default(),
     }
 }
 
@@ -450,6 +451,35 @@ async fn a_follower_with_a_lagging_writer_applies_only_what_it_wrote() {
         })
         .await;
     }
+    cluster.assert_drivers_alive();
+    cluster.stop();
+}
+
+/// A leader cut off from its followers steps down (check_quorum) and answers its waiting
+/// proposals with NOT_LEADER at once, so that clients look for the new leader instead of
+/// waiting out their request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_answers_its_waiting_proposals_with_not_leader() {
+    let cluster = Cluster::start(&[1, 2, 3]);
+    cluster.topic("t", &[1, 2, 3]).await;
+    let group = cluster.group("t");
+    let leader = cluster.node(1);
+    produce(&leader.handle, group).await;
+
+    cluster.net.cut_off(1);
+    let started = Instant::now();
+    let outcome = leader
+        .handle
+        .propose(group, make_batch(1, -1, -1, b"stranded").to_vec())
+        .wait(Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(outcome, Err(super::ProposeError::NotLeader)),
+        "{outcome:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    cluster.net.heal(1);
     cluster.assert_drivers_alive();
     cluster.stop();
 }

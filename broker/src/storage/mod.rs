@@ -6,6 +6,7 @@
 pub mod blob_gc;
 pub mod keys;
 pub mod raft_storage;
+pub mod space;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use raft::eraftpb::{Entry, EntryType};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
 pub use raft_storage::GroupStorage;
+pub use space::DiskSpace;
 
 pub type Db = Arc<DB>;
 
