@@ -22,7 +22,7 @@ apt_pkgs=(
   openjdk-17-jdk-headless maven        # e2e: Java client / kafka-tools tests
   curl ca-certificates procps
   openssl                              # operator tests: tools/k8s/control-plane.sh makes its certificates
-  iproute2 nftables                    # chaos suite: network namespaces, partitions, slow links
+  iproute2 nftables e2fsprogs          # chaos suite: namespaces, partitions, slow links, small disks
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -3,8 +3,11 @@ an idempotent acks=all producer at a fixed rate into a 6-partition RF=3 topic, a
 schedule of faults drawn from a seed. After the schedule every fault is healed and the
 run gets a verdict: acknowledged records lost, duplicated or reordered, replicas whose
 high watermarks disagree, panics in any broker's log, brokers that died on their own,
-and zombies (a live process that is not healthy and ready). Each fault's recovery time is
-the longest time any partition went without an acknowledgement while it lasted.
+and zombies (a live process that is not healthy and ready). Each fault gets three times:
+until the other brokers name new leaders for what the victim led, until a new client
+(bootstrapped from the other brokers) has an acknowledgement from each of those
+partitions, and the longest time any partition went without an acknowledgement to the
+running producer (whose librdkafka waits for requests to the old leader to time out).
 
     python3 tests/chaos/chaos.py --seeds 1-20 --faults 5 --load     # make chaos
     python3 tests/chaos/chaos.py --seeds 1 --cover                   # every fault once
@@ -253,7 +256,8 @@ def read_all(bootstrap: str, topic: str, highs: dict[int, int]) -> dict[int, lis
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            out[msg.partition()].append(int(msg.value()))
+            if msg.value() != PROBE:
+                out[msg.partition()].append(int(msg.value()))
             pos[msg.partition()] = msg.offset() + 1
     finally:
         c.close()
@@ -274,6 +278,9 @@ class FaultResult:
     recovery: float | None
     # time until the other brokers named new leaders for the victim's partitions
     failover: float | None = None
+    # time until a new client, bootstrapped from the other brokers, had an acknowledgement
+    # from every partition the victim led (what a client without stale connections sees)
+    writable: float | None = None
 
 
 def fmt(x: float | None) -> str:
@@ -303,6 +310,7 @@ class Verdict:
     def line(self) -> str:
         faults = ", ".join(
             f"{f.kind}(b{f.victim} {f.seconds:.1f}s: failover {fmt(f.failover)}, "
+            f"writable {fmt(f.writable)}, "
             f"outage {fmt(f.recovery)})" for f in self.faults)
         return (f"seed {self.seed}: {'OK' if self.ok else 'ANOMALY'} acked={self.acked} "
                 f"lost={self.lost} duplicated={self.duplicated} reordered={self.reordered} "
@@ -381,11 +389,36 @@ def failover_time(victim: Broker, brokers: list[Broker], topic: str, led: set[in
     return None
 
 
+PROBE = b"probe"  # values the verdict ignores
+
+
+def writable_time(victim: Broker, brokers: list[Broker], topic: str, led: set[int],
+                  t0: float, until: float) -> float | None:
+    """Seconds from t0 until a fresh producer, bootstrapped from the brokers other than
+    the victim, got an acknowledgement from every partition the victim led."""
+    from confluent_kafka import Producer
+
+    boot = ",".join(b.bootstrap for b in brokers if b is not victim)
+    while time.monotonic() < until:
+        p = Producer({"bootstrap.servers": boot, "acks": "all", "linger.ms": 0,
+                      "message.timeout.ms": 1500, "log_level": 0})
+        acked: set[int] = set()
+        for part in led:
+            p.produce(topic, value=PROBE, partition=part,
+                      on_delivery=lambda err, m: err or acked.add(m.partition()))
+        p.flush(2)
+        if acked == led:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return None
+
+
 def inject(kind: str, victim: Broker, lab: netlab.Lab, seconds: float,
-           brokers: list[Broker], topic: str) -> float | None:
+           brokers: list[Broker], topic: str) -> tuple[float | None, float | None]:
     """Applies a fault for `seconds`, then undoes it (restart, SIGCONT, heal). Returns
-    how long the other brokers took to name new leaders for what the victim led (None
-    for a fault that takes no leadership away, or when they did not in time)."""
+    how long the other brokers took to name new leaders for what the victim led, and how
+    long until a new client could write to all of it (None for a fault that takes no
+    leadership away, or when it did not happen in time)."""
     n = victim.node
     led = led_by(victim, brokers, topic)
     t0 = time.monotonic()
@@ -406,6 +439,7 @@ def inject(kind: str, victim: Broker, lab: netlab.Lab, seconds: float,
     # records with a retriable error until space returns).
     moves = kind not in ("slow", "disk_full") and led
     failover = failover_time(victim, brokers, topic, led, t0, t0 + seconds) if moves else None
+    writable = writable_time(victim, brokers, topic, led, t0, t0 + seconds) if moves else None
     time.sleep(max(0.0, t0 + seconds - time.monotonic()))
     if kind in ("kill9", "sigterm"):
         victim.start()
@@ -415,7 +449,7 @@ def inject(kind: str, victim: Broker, lab: netlab.Lab, seconds: float,
         victim.disk.unfill()
     else:
         lab.heal(n)
-    return failover
+    return failover, writable
 
 
 def outage(w: Workload, t0: float, t1: float) -> float | None:
@@ -464,13 +498,15 @@ def run(seed: int, faults: int, cover: bool, workdir: Path) -> Verdict:
             seconds = round(rng.uniform(3, 8), 1)
             log(f"seed {seed}: {kind} on b{victim.node} for {seconds}s")
             t0 = time.monotonic()
-            failover = inject(kind, victim, lab, seconds, brokers, topic)
+            failover, writable = inject(kind, victim, lab, seconds, brokers, topic)
             wait_until("the cluster to converge after the fault",
                        lambda: converged(brokers, topic), 60, brokers)
             time.sleep(rng.uniform(1, 3))
             rec = outage(w, t0, time.monotonic())
-            verdict.faults.append(FaultResult(kind, victim.node, seconds, rec, failover))
-            log(f"seed {seed}: {kind}: new leaders after {fmt(failover)}, longest time "
+            verdict.faults.append(FaultResult(kind, victim.node, seconds, rec, failover,
+                                              writable))
+            log(f"seed {seed}: {kind}: new leaders after {fmt(failover)}, writable by a new "
+                f"client after {fmt(writable)}, longest time "
                 f"without acknowledgements {fmt(rec)}")
         time.sleep(2)
         w.stop.set()
@@ -540,19 +576,22 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def summary(verdicts: list[Verdict]) -> str:
-    """Per fault type: how often, new leaders after (p50, max), and the longest time a
-    partition went without acknowledgements (p50, max)."""
+    """Per fault type: how often, new leaders after (p50, max), writable by a new client
+    after (p50, max), and the longest time a partition of the running producer went
+    without acknowledgements (p50, max)."""
     def stats(xs: list[float | None]) -> str:
         ok = [x for x in xs if x is not None]
         if not ok:
             return "     n/a      n/a"
         return f"{statistics.median(ok):8.2f} {max(ok):8.2f}"
 
-    lines = ["", "fault          runs   failover p50/max (s)   outage p50/max (s)"]
+    lines = ["", "fault          runs   new leaders p50/max (s)   writable p50/max (s)"
+             "   outage p50/max (s)"]
     for kind in FAULTS:
         fs = [f for v in verdicts for f in v.faults if f.kind == kind]
         if fs:
             lines.append(f"{kind:<14} {len(fs):4}   {stats([f.failover for f in fs])}"
+                         f"         {stats([f.writable for f in fs])}"
                          f"      {stats([f.recovery for f in fs])}")
     bad = [v for v in verdicts if not v.ok]
     lines.append(f"\n{len(verdicts) - len(bad)} passed, {len(bad)} failed")

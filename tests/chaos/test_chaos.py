@@ -26,3 +26,8 @@ def test_every_fault_once_loses_nothing_and_recovers(tmp_path):
     # Every partition acknowledged again soon after every fault was healed.
     slow = [f for f in verdict.faults if f.recovery is None or f.recovery > f.seconds + 5]
     assert not slow, f"slow recoveries: {slow}"
+    # Where a fault took leaders away, a new client could write to every one of their
+    # partitions within 3 s.
+    late = [f for f in verdict.faults
+            if f.failover is not None and (f.writable is None or f.writable > 3.0)]
+    assert not late, f"partitions not writable within 3 s: {late}"

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from kafkautil import confluent_produce, create_topic, make_records, watermarks
+from kafkautil import create_topic, make_records, watermarks
 
 PARTITIONS = 6
 

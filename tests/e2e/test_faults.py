@@ -8,39 +8,15 @@ a Kafka error until space returns."""
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from kafkautil import admin, confluent_read_all, http_get
-from test_replication import bootstrap, create_replicated
+from test_replication import assert_all_there_once, create_replicated, sigkill_while_producing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))  # disks.py
-
-
-def produce_until(boot, topic, stop, acked, errors, extra=None):
-    """Idempotent acks=all producer sending unique values until `stop` is set; appends
-    (value, partition, ack time) of every acknowledged record to `acked`."""
-    p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 2, "message.timeout.ms": 90000, **(extra or {})})
-
-    def cb(err, msg):
-        if err:
-            errors.append(err)
-        else:
-            acked.append((msg.value(), msg.partition(), time.monotonic()))
-
-    i = 0
-    while not stop.is_set():
-        try:
-            p.produce(topic, value=b"v%08d" % i, on_delivery=cb)
-            i += 1
-        except BufferError:
-            pass
-        p.poll(0.002)
-    p.flush(120)
 
 
 def test_sigkill_of_a_leader_whose_log_writer_lags_loses_no_acknowledged_record(
@@ -50,26 +26,9 @@ def test_sigkill_of_a_leader_whose_log_writer_lags_loses_no_acknowledged_record(
     brokers = cluster_factory(3, env={"FAILPOINTS": "raft-log-writer=sleep(100)"})
     view = create_replicated(brokers, topic_name, 3)
     victim = next(b for b in brokers if b.node_id == view[0][0])
-    stop, acked, errors = threading.Event(), [], []
-    t = threading.Thread(target=produce_until,
-                         args=(bootstrap(brokers), topic_name, stop, acked, errors))
-    t.start()
-    time.sleep(3)
-    before_kill = len(acked)
-    victim.kill9()
-    time.sleep(4)
-    stop.set()
-    t.join(150)
-    assert not t.is_alive()
-    assert not errors, f"delivery errors: {errors[:5]}"
+    acked, before_kill = sigkill_while_producing(brokers, topic_name, victim, before=3)
     assert before_kill > 100, f"only {before_kill} records acknowledged before the kill"
-
-    survivors = [b for b in brokers if b is not victim]
-    values = [r.value for r in confluent_read_all(bootstrap(survivors), topic_name,
-                                                  expected=len(acked))]
-    assert len(values) == len(set(values)), "duplicates despite idempotence"
-    missing = {v for v, _, _ in acked} - set(values)
-    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    assert_all_there_once([b for b in brokers if b is not victim], topic_name, acked)
 
 
 def wait_exit(b, timeout):

@@ -133,53 +133,60 @@ def test_follower_answers_not_leader_and_rf_above_brokers_is_refused(cluster_fac
     assert acked == [b"via-metadata"] and not errors
 
 
-def test_sigkill_of_a_leader_loses_no_acknowledged_record(cluster_factory, topic_name):
-    brokers = cluster_factory(BROKERS)
-    boot = bootstrap(brokers)
-    view = create_replicated(brokers, topic_name, 3)
-    victim = next(b for b in brokers if b.node_id == view[0][0])
-
-    stop = threading.Event()
-    sent = []
-    acked, errors = [], []
+def sigkill_while_producing(brokers, topic, victim, before=2.0):
+    """An idempotent acks=all producer sends unique values; `before` seconds in, the
+    victim gets SIGKILL; 4 s later the producer stops and flushes. Returns the values
+    acknowledged and how many were acknowledged before the kill (delivery errors fail)."""
+    stop, acked, errors = threading.Event(), [], []
 
     def produce():
-        p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all",
-                      "linger.ms": 2, "message.timeout.ms": 60000})
+        p = Producer({"bootstrap.servers": bootstrap(brokers), "enable.idempotence": True,
+                      "acks": "all", "linger.ms": 2, "message.timeout.ms": 90000})
 
         def cb(err, msg):
             (errors if err else acked).append(err or msg.value())
 
         i = 0
         while not stop.is_set():
-            v = b"k%07d" % i
             try:
-                p.produce(topic_name, value=v, on_delivery=cb)
-                sent.append(v)
+                p.produce(topic, value=b"k%07d" % i, on_delivery=cb)
                 i += 1
             except BufferError:
                 pass
             p.poll(0.001)
-        p.flush(90)
+        p.flush(120)
 
     t = threading.Thread(target=produce)
     t.start()
-    time.sleep(2)
+    time.sleep(before)
+    before_kill = len(acked)
     victim.kill9()
     time.sleep(4)
     stop.set()
-    t.join(120)
+    t.join(150)
     assert not t.is_alive()
     assert not errors, f"delivery errors after a leader failover: {errors[:5]}"
-    assert len(acked) > 1000
+    return acked, before_kill
 
-    # The survivors elected new leaders and kept every acknowledged record, once each.
-    survivors = [b for b in brokers if b is not victim]
-    got = confluent_read_all(bootstrap(survivors), topic_name, expected=len(acked))
+
+def assert_all_there_once(brokers, topic, acked):
+    """Every acknowledged value is in the topic, read through `brokers`, exactly once."""
+    got = confluent_read_all(bootstrap(brokers), topic, expected=len(acked))
     values = [r.value for r in got]
     assert len(values) == len(set(values)), "duplicates despite idempotence"
     missing = set(acked) - set(values)
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_sigkill_of_a_leader_loses_no_acknowledged_record(cluster_factory, topic_name):
+    brokers = cluster_factory(BROKERS)
+    view = create_replicated(brokers, topic_name, 3)
+    victim = next(b for b in brokers if b.node_id == view[0][0])
+    acked, _ = sigkill_while_producing(brokers, topic_name, victim)
+    assert len(acked) > 1000
+
+    # The survivors elected new leaders and kept every acknowledged record, once each.
+    assert_all_there_once([b for b in brokers if b is not victim], topic_name, acked)
 
     # The killed broker comes back, catches up, and rejoins every ISR.
     victim.start()
@@ -260,7 +267,7 @@ def test_rebalance_moves_replicas_to_a_new_broker_and_decommission_moves_them_of
     first = [b"before-%d" % i for i in range(600)]
     acked, errors = produce_acked(bootstrap(brokers), topic_name, first)
     assert len(acked) == 600 and not errors
-    fourth = cluster_factory.add(brokers)
+    cluster_factory.add(brokers)
 
     # Rebalance: broker 4 takes its share of the 18 replicas; every group ends with three
     # in-sync voters again, and nothing is lost or duplicated.

@@ -478,7 +478,11 @@ async fn a_deposed_leader_answers_its_waiting_proposals_with_not_leader() {
         "{outcome:?} after {:?}",
         started.elapsed()
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     cluster.net.heal(1);
     cluster.assert_drivers_alive();
     cluster.stop();

@@ -76,7 +76,11 @@ impl DiskSpace {
                 tracing::error!(free, min_free = self.min_free, dir = %self.dir.display(),
                     "disk nearly full: refusing new records (KAFKA_STORAGE_ERROR) until space returns");
             } else {
-                tracing::info!(free, min_free = self.min_free, "disk space back: accepting records again");
+                tracing::info!(
+                    free,
+                    min_free = self.min_free,
+                    "disk space back: accepting records again"
+                );
             }
         }
     }
