@@ -301,6 +301,11 @@ pub struct BrokerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -1))]
     pub retention_ms: Option<i64>,
+    /// Below this much free space on a broker's data volume it refuses new records with
+    /// KAFKA_STORAGE_ERROR until space returns (default 1073741824, 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub storage_min_free_bytes: Option<i64>,
 }
 
 impl BrokerConfig {

@@ -243,3 +243,85 @@ def test_committed_offsets_survive_restart(restartable_broker, topic_name, how):
         f"resumed consumption differs: got {len(got)} records, expected {len(expected)}; "
         f"first offsets seen {sorted({(p, min(o for q, o, _ in got if q == p)) for p, _, _ in got})}"
     )
+
+
+def test_a_member_commits_in_its_revoke_callback_while_the_group_rebalances(broker, topic_name):
+    """Kafka takes a commit with the current generation during PreparingRebalance: what
+    consumers commit when their partitions are revoked. Refusing it (as Chronik once did)
+    makes every rebalance deliver the revoked partitions' last records twice."""
+    create_topic(broker.bootstrap, topic_name, PARTITIONS)
+    sent = produce_round(broker.bootstrap, topic_name, "rv", per_partition=5)
+    group = "g-" + uuid.uuid4().hex[:8]
+    first = new_consumer(broker.bootstrap, group, "first")
+    second = new_consumer(broker.bootstrap, group, "second")
+    outcomes = []
+
+    def commit_on_revoke(consumer, partitions):
+        try:
+            consumer.commit(asynchronous=False)
+            outcomes.append("ok")
+        except KafkaException as e:
+            outcomes.append(e.args[0].name())
+
+    try:
+        first.subscribe([topic_name], on_revoke=commit_on_revoke)
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < len(sent) and time.monotonic() < deadline:
+            msg = first.poll(0.2)
+            if msg is not None and not msg.error():
+                got += 1
+        assert got == len(sent)
+        second.subscribe([topic_name])  # its JoinGroup starts a rebalance
+        deadline = time.monotonic() + 30
+        while not outcomes and time.monotonic() < deadline:
+            first.poll(0.1)
+            second.poll(0.1)
+        assert outcomes and outcomes[0] == "ok", f"commit on revoke: {outcomes}"
+    finally:
+        first.close()
+        second.close()
+    c = new_consumer(broker.bootstrap, group, "checker")
+    try:
+        assert committed_offsets(c, topic_name) == {p: 5 for p in range(PARTITIONS)}
+    finally:
+        c.close()
+
+
+def test_commits_without_membership_are_refused_while_the_group_has_members(
+        broker, topic_name):
+    """An admin client's commit (no member id, generation -1) is for an empty group only,
+    as in Kafka: while consumers are members it is UNKNOWN_MEMBER_ID."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from kafkautil import admin
+
+    create_topic(broker.bootstrap, topic_name, PARTITIONS)
+    produce_round(broker.bootstrap, topic_name, "adm", per_partition=5)
+    group = "g-" + uuid.uuid4().hex[:8]
+    a = admin(broker.bootstrap)
+
+    def alter(offset):
+        req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, 0, offset)])
+        try:
+            result = a.alter_consumer_group_offsets([req])[group].result(15)
+            err = result.topic_partitions[0].error
+            return err.code() if err else KafkaError.NO_ERROR
+        except KafkaException as e:
+            return e.args[0].code()
+
+    member = new_consumer(broker.bootstrap, group, "member")
+    try:
+        member.subscribe([topic_name])
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.2)
+        assert member.assignment()
+        assert alter(2) == KafkaError.UNKNOWN_MEMBER_ID
+    finally:
+        member.close()
+    assert alter(3) == KafkaError.NO_ERROR  # empty now
+    c = new_consumer(broker.bootstrap, group, "checker")
+    try:
+        assert committed_offsets(c, topic_name)[0] == 3
+    finally:
+        c.close()

@@ -151,12 +151,9 @@ impl Coordinator {
         (top, codes)
     }
 
-    /// Checks that an offset commit comes from a current member (generation -1 means the
-    /// committer does not use group management).
+    /// Checks an offset commit against the group's membership (generation -1 means the
+    /// committer does not use group management; a group unknown here takes such commits).
     pub fn validate_commit(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
-        if generation < 0 && member_id.is_empty() {
-            return errors::NONE;
-        }
         let groups = self.groups.lock().unwrap();
         match groups.get(group_id) {
             Some(g) => g.validate_commit(member_id, generation),

@@ -442,14 +442,27 @@ impl Group {
         }
     }
 
+    /// Kafka's rules for a classic group's offset commit: without a generation (an admin
+    /// client, or a consumer that assigns itself partitions) only an empty group takes
+    /// commits; a member must name the current generation; and commits are refused only
+    /// while the members wait for their new assignments (CompletingRebalance). During
+    /// PreparingRebalance they are accepted: that is when consumers commit what they
+    /// processed, in their revoke callbacks, before giving partitions up.
     pub fn validate_commit(&self, member_id: &str, generation: i32) -> i16 {
-        if !self.members.contains_key(member_id) {
+        if generation < 0 && self.phase == Phase::Empty {
+            return errors::NONE;
+        }
+        if generation >= 0 || !member_id.is_empty() {
+            if !self.members.contains_key(member_id) {
+                return errors::UNKNOWN_MEMBER_ID;
+            }
+            if generation != self.generation {
+                return errors::ILLEGAL_GENERATION;
+            }
+        } else if self.phase != Phase::Empty {
             return errors::UNKNOWN_MEMBER_ID;
         }
-        if generation != self.generation {
-            return errors::ILLEGAL_GENERATION;
-        }
-        if self.phase == Phase::PreparingRebalance {
+        if self.phase == Phase::CompletingRebalance {
             return errors::REBALANCE_IN_PROGRESS;
         }
         errors::NONE
