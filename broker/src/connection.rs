@@ -56,7 +56,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutd
         };
         metrics::BYTES_IN.inc_by(frame.len() as u64 + 4);
         let reply = tokio::select! {
-            r = protocol::handle(&broker, frame) => r,
+            r = protocol::handle(&broker, frame, peer) => r,
             _ = shutdown.clone().wait() => break,
         };
         match reply {

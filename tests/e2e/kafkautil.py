@@ -277,3 +277,12 @@ def admin_stub(broker, admin_pb):
     channel = grpc.insecure_channel(broker.admin_addr)
     grpc.channel_ready_future(channel).result(timeout=10)
     return stubs.AdminStub(channel)
+
+
+def subscribe_and_wait(c, topic: str, timeout: float = 30) -> None:
+    """Subscribes a group consumer and polls until the group assigned it partitions."""
+    c.subscribe([topic])
+    deadline = time.monotonic() + timeout
+    while not c.assignment() and time.monotonic() < deadline:
+        c.poll(0.2)
+    assert c.assignment(), f"no partitions of {topic} assigned within {timeout:.0f}s"

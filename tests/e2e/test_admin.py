@@ -160,3 +160,46 @@ def test_config_auto_create_disabled(broker_factory):
     # explicit creation still works
     assert create(b.bootstrap, NewTopic(t, num_partitions=2, replication_factor=1)) == {t: None}
     wait_for_partitions(admin(b.bootstrap), t, 2, timeout=TIMEOUT)
+
+
+def test_a_transactional_producer_is_told_at_once_that_transactions_are_not_offered(
+        chronik_broker):
+    """Until transactions exist, a transactional producer fails fast with a clear,
+    non-retriable error instead of retrying COORDINATOR_NOT_AVAILABLE forever."""
+    p = Producer({"bootstrap.servers": chronik_broker.bootstrap, "transactional.id": "tx-1"})
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(20)
+    assert time.monotonic() - started < 10, "the producer kept retrying"
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_list_offsets_by_time_finds_the_record_not_just_its_batch(broker, topic_name,
+                                                                 compression):
+    """Kafka answers ListOffsets for a timestamp with the first *record* at or after it,
+    and MAX_TIMESTAMP with the record holding the largest timestamp, also inside one
+    (compressed) batch."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    base = int(time.time() * 1000) - 60_000
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 500,
+                  "compression.type": compression})
+    for i, ts in enumerate([base + 1000, base + 3000, base + 2000]):  # one batch
+        p.produce(topic_name, value=b"r%d" % i, partition=0, timestamp=ts)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "times"})
+    try:
+        def at(ts):
+            return c.offsets_for_times([TopicPartition(topic_name, 0, ts)], timeout=10)[0].offset
+        assert at(base + 500) == 0
+        assert at(base + 1500) == 1  # the record at base+3000 is the first at or after
+        assert at(base + 2500) == 1
+        assert at(base + 3500) == -1  # none: the end
+    finally:
+        c.close()
+    tp = TopicPartition(topic_name, 0)
+    a = admin(broker.bootstrap)  # (kept: a dropped client never completes its futures)
+    result = a.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(10)
+    assert (result.offset, result.timestamp) == (1, base + 3000)

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from kafkautil import create_topic, make_records, watermarks
+from kafkautil import create_topic, make_records, subscribe_and_wait, watermarks
 
 PARTITIONS = 6
 
@@ -200,10 +200,7 @@ def test_committed_offsets_survive_restart(restartable_broker, topic_name, how):
 
     c = new_consumer(broker.bootstrap, group, "before")
     try:
-        c.subscribe([topic_name])
-        deadline = time.monotonic() + 60
-        while not c.assignment() and time.monotonic() < deadline:
-            c.poll(0.2)
+        subscribe_and_wait(c, topic_name, 60)
         assert len(c.assignment()) == PARTITIONS
         c.commit(offsets=[TopicPartition(topic_name, p, o) for p, o in commit_at.items()],
                  asynchronous=False)
@@ -311,11 +308,7 @@ def test_commits_without_membership_are_refused_while_the_group_has_members(
 
     member = new_consumer(broker.bootstrap, group, "member")
     try:
-        member.subscribe([topic_name])
-        deadline = time.monotonic() + 30
-        while not member.assignment() and time.monotonic() < deadline:
-            member.poll(0.2)
-        assert member.assignment()
+        subscribe_and_wait(member, topic_name, 30)
         assert alter(2) == KafkaError.UNKNOWN_MEMBER_ID
     finally:
         member.close()
@@ -323,5 +316,73 @@ def test_commits_without_membership_are_refused_while_the_group_has_members(
     c = new_consumer(broker.bootstrap, group, "checker")
     try:
         assert committed_offsets(c, topic_name)[0] == 3
+    finally:
+        c.close()
+
+
+def non_loopback_ip():
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.123", 9))  # no packet is sent: this only picks a route
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_describe_groups_shows_each_members_own_address(request, tmp_path, topic_name):
+    from conftest import EXTERNAL_BOOTSTRAP, ChronikBroker, _register
+    from kafkautil import admin
+
+    ip = non_loopback_ip()
+    if ip is None or EXTERNAL_BOOTSTRAP:
+        pytest.skip("needs a non-loopback address and a broker of our own")
+    b = ChronikBroker(tmp_path)
+    b.bootstrap = f"{ip}:{b.port}"  # listen and advertise there: clients come from it
+    _register(request, b)
+    request.addfinalizer(b.stop)
+    b.start()
+    create_topic(b.bootstrap, topic_name, 1)
+    group = "g-" + uuid.uuid4().hex[:8]
+    c = new_consumer(b.bootstrap, group, "far-away")
+    try:
+        subscribe_and_wait(c, topic_name, 30)
+        a = admin(b.bootstrap)  # (kept: a dropped client never completes its futures)
+        described = a.describe_consumer_groups([group])[group].result(15)
+        hosts = [m.host for m in described.members]
+        assert hosts == [f"/{ip}"], hosts
+    finally:
+        c.close()
+
+
+def test_committed_offsets_go_with_a_deleted_topic(broker, topic_name):
+    """As in Kafka: a topic created again under a deleted one's name starts without the
+    old group positions (which would otherwise point into a log that is gone)."""
+    from confluent_kafka.admin import NewTopic
+    from kafkautil import admin
+
+    create_topic(broker.bootstrap, topic_name, PARTITIONS)
+    group = "g-" + uuid.uuid4().hex[:8]
+    c = new_consumer(broker.bootstrap, group, "committer")
+    try:
+        c.commit(offsets=[TopicPartition(topic_name, 0, 5)], asynchronous=False)
+        assert committed_offsets(c, topic_name)[0] == 5
+    finally:
+        c.close()
+    a = admin(broker.bootstrap)
+    a.delete_topics([topic_name])[topic_name].result(30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            a.create_topics([NewTopic(topic_name, PARTITIONS, 1)])[topic_name].result(30)
+            break
+        except KafkaException as e:
+            # the deletion may still be settling
+            assert time.monotonic() < deadline, e
+            time.sleep(0.5)
+    c = new_consumer(broker.bootstrap, group, "checker")
+    try:
+        assert set(committed_offsets(c, topic_name).values()) == {-1001}  # OFFSET_INVALID
     finally:
         c.close()

@@ -169,3 +169,66 @@ def test_garbage_and_truncated_frames(broker, topic_name):
         kind, payload = read_response_or_close(s)
     assert kind == "frame" and parse_api_versions_v0(payload)[:2] == (77, 0)
     assert_broker_alive_and_serving(broker, topic_name + "-2")
+
+
+OFFSET_FOR_LEADER_EPOCH = 23
+FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH = 74, 75
+
+
+def offset_for_leader_epoch(broker, topic, leader_epoch, current_leader_epoch=-1):
+    """One OffsetForLeaderEpoch v2 for partition 0: (error code, epoch, end offset)."""
+    name = topic.encode()
+    body = struct.pack(">ih", 1, len(name)) + name + struct.pack(
+        ">iiii", 1, 0, current_leader_epoch, leader_epoch)
+    with connect(broker) as s:
+        s.sendall(frame(request_header_v1(OFFSET_FOR_LEADER_EPOCH, 2, 7) + body))
+        kind, payload = read_response_or_close(s)
+    assert kind == "frame", "the broker closed the connection"
+    corr, _throttle, topics, tlen = struct.unpack(">iiih", payload[:14])
+    assert (corr, topics) == (7, 1)
+    rest = payload[14 + tlen:]
+    parts, err, partition, epoch, end = struct.unpack(">ihiiq", rest[:22])
+    assert (parts, partition) == (1, 0)
+    return err, epoch, end
+
+
+def test_offset_for_leader_epoch_answers_as_kafkas_epoch_cache(broker, topic_name):
+    from confluent_kafka import Consumer, TopicPartition
+
+    confluent_produce(broker.bootstrap, topic_name, make_records(3, "epoch"))
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "epochs"})
+    c.assign([TopicPartition(topic_name, 0, 0)])
+    msg = None
+    deadline = time.monotonic() + 20
+    while (msg is None or msg.error()) and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+    c.close()
+    current = msg.leader_epoch()
+    assert current is not None and current >= 0
+
+    # The current epoch ends where the log does.
+    assert offset_for_leader_epoch(broker, topic_name, current) == (0, current, 3)
+    # An epoch the leader has not reached is unknown.
+    assert offset_for_leader_epoch(broker, topic_name, current + 5) == (0, -1, -1)
+    # A client that knows a newer or older current epoch than the broker is told so.
+    err, *_ = offset_for_leader_epoch(broker, topic_name, current, current + 1)
+    assert err == UNKNOWN_LEADER_EPOCH
+    if current > 0:
+        err, *_ = offset_for_leader_epoch(broker, topic_name, current, current - 1)
+        assert err == FENCED_LEADER_EPOCH
+        # An epoch before every epoch with data ends where the first of them starts.
+        assert offset_for_leader_epoch(broker, topic_name, 0) == (0, 0, 0)
+
+
+def test_a_request_in_a_version_not_served_is_logged_by_api_and_version(chronik_broker):
+    """kafka-go sends CreatePartitions v0 without asking ApiVersions: the broker closes
+    the connection (the version's layout is unknown to it) and says why in its log."""
+    create_partitions = 37
+    with connect(chronik_broker) as s:
+        s.sendall(frame(request_header_v1(create_partitions, 0, 1) + b"\x00" * 16))
+        kind, _ = read_response_or_close(s)
+    assert kind == "closed"
+    deadline = time.monotonic() + 5
+    while "CreatePartitions v0 is not supported" not in chronik_broker.log_tail():
+        assert time.monotonic() < deadline, chronik_broker.log_tail()[-2000:]
+        time.sleep(0.1)

@@ -14,6 +14,7 @@ from kafkautil import (
     admin_stub,
     confluent_read_all,
     retry_transient,
+    subscribe_and_wait,
 )
 
 BROKERS = 3
@@ -310,3 +311,60 @@ def test_decommission_refuses_when_replicas_have_nowhere_to_go(cluster_factory, 
         api.Decommission(pb.DecommissionRequest(node_id=2), timeout=30)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no other live broker" in err.value.details()
+
+
+def test_replicas_are_listed_in_assignment_order_preferred_leader_first(
+        cluster_factory, topic_name):
+    """Kafka lists a partition's replicas in assignment order, the preferred leader
+    first (kafka-topics --describe, kafka-leader-election and reassignment tools rely on
+    it); CreateTopics spreads preferred leaders over the brokers."""
+    brokers = cluster_factory(BROKERS)
+    create_replicated(brokers, topic_name, BROKERS)
+    for b in brokers:
+        md = admin(b.bootstrap).list_topics(topic=topic_name, timeout=10)
+        replicas = {p.id: list(p.replicas) for p in md.topics[topic_name].partitions.values()}
+        assert {r[0] for r in replicas.values()} == {b.node_id for b in brokers}, replicas
+        assert all(sorted(r) == [1, 2, 3] for r in replicas.values()), replicas
+
+
+def test_list_groups_asked_of_every_broker_shows_an_active_group_once_as_stable(
+        cluster_factory, topic_name):
+    """Admin tools ask every broker for its groups and merge the answers; only the
+    coordinator may report a group (others once reported it Empty)."""
+    from confluent_kafka import Consumer, TopicPartition
+    from kafka import KafkaAdminClient
+
+    brokers = cluster_factory(BROKERS)
+    create_replicated(brokers, topic_name, 3)
+    group = f"active-{topic_name}"
+    c = Consumer({"bootstrap.servers": bootstrap(brokers), "group.id": group,
+                  "session.timeout.ms": 10000})
+    kadmin = KafkaAdminClient(bootstrap_servers=bootstrap(brokers))
+    try:
+        subscribe_and_wait(c, topic_name, 30)
+        # (committed offsets are replicated to every broker: the old mistake's trigger)
+        c.commit(offsets=[TopicPartition(topic_name, 0, 0)], asynchronous=False)
+        answers = {b.node_id: [g for g in kadmin.list_groups(broker_ids=[b.node_id])
+                               if g["group_id"] == group] for b in brokers}
+        listed = [(node, g["group_state"]) for node, gs in answers.items() for g in gs]
+        assert len(listed) == 1 and listed[0][1] == "Stable", answers
+    finally:
+        kadmin.close()
+        c.close()
+
+
+def test_every_broker_names_the_leaders_as_soon_as_create_topics_returns(
+        cluster_factory, topic_name):
+    """Clients that cache metadata (kafka-go for 6 s) fail their first writes when the
+    broker they ask right after CreateTopics knows no leader yet: CreateTopics answers
+    once the new partitions' leaders are known across the cluster, as Kafka's does."""
+    brokers = cluster_factory(BROKERS)
+    a = admin(brokers[0].bootstrap)
+    a.create_topics([NewTopic(topic_name, num_partitions=6, replication_factor=3)],
+                    request_timeout=30)[topic_name].result(timeout=30)
+    for b in brokers:
+        md = admin(b.bootstrap).list_topics(topic=topic_name, timeout=10)
+        parts = md.topics[topic_name].partitions.values()
+        assert len(parts) == 6
+        missing = [(p.id, p.error) for p in parts if p.leader < 0 or p.error is not None]
+        assert not missing, f"broker {b.node_id} knows no leader for {missing}"

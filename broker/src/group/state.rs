@@ -62,6 +62,7 @@ pub struct MemberSummary {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
+    pub client_host: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
 }
@@ -78,6 +79,7 @@ pub struct GroupSummary {
 struct Member {
     instance_id: Option<String>,
     client_id: String,
+    client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -184,6 +186,7 @@ impl Group {
             .or_insert_with(|| Member {
                 instance_id: req.instance_id.clone(),
                 client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
                 session_timeout: req.session_timeout,
                 rebalance_timeout: req.rebalance_timeout,
                 protocols: vec![],
@@ -229,6 +232,7 @@ impl Group {
         let new_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
         member.last_seen = Instant::now();
         member.protocols = req.protocols.clone();
+        member.client_host = req.client_host.clone();
         self.members.insert(new_id.clone(), member);
         let is_leader = self.leader.as_ref() == Some(&old_id);
         if is_leader {
@@ -523,6 +527,7 @@ impl Group {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
                     metadata: m
                         .protocols
                         .iter()

@@ -42,6 +42,9 @@ pub struct PartitionShared {
     reported_at: Mutex<Option<Instant>>,
     /// Whether this node hosts a replica (its own Raft view is then the authority).
     hosted: AtomicBool,
+    /// The replicas as assigned (the target voters of a move, else the initial ones),
+    /// preferred leader first: the order Kafka's tools expect replicas listed in.
+    assignment: Mutex<Vec<u64>>,
     log_bytes: AtomicU64,
     /// Applied batches whose offset-index entries may not be in RocksDB yet (the log
     /// writer stores them with its next batch); readers merge these with the index.
@@ -62,6 +65,7 @@ impl PartitionShared {
             reported_voters: Mutex::new(vec![]),
             reported_at: Mutex::new(None),
             hosted: AtomicBool::new(false),
+            assignment: Mutex::new(vec![]),
             log_bytes: AtomicU64::new(0),
             unflushed: Mutex::new(BTreeMap::new()),
         }
@@ -117,6 +121,27 @@ impl PartitionShared {
     /// (voters, in-sync voters) as last seen by the Raft driver.
     pub fn replicas(&self) -> (Vec<u64>, Vec<u64>) {
         self.replicas.lock().unwrap().clone()
+    }
+
+    /// Records the partition's assigned replicas, preferred leader first.
+    pub fn set_assignment(&self, replicas: &[u64]) {
+        *self.assignment.lock().unwrap() = replicas.to_vec();
+    }
+
+    /// The voters as Kafka lists a partition's replicas: in assignment order (the first
+    /// is the preferred leader), then any voter outside the assignment (a move under
+    /// way) in id order.
+    pub fn replicas_in_assignment_order(&self) -> (Vec<u64>, Vec<u64>) {
+        let (mut voters, in_sync) = self.replicas();
+        let assignment = self.assignment.lock().unwrap();
+        let rank = |id: &u64| {
+            assignment
+                .iter()
+                .position(|a| a == id)
+                .unwrap_or(usize::MAX)
+        };
+        voters.sort_by_key(|id| (rank(id), *id));
+        (voters, in_sync)
     }
 
     /// Records the group's Raft view as this node's driver sees it. Only a leader knows

@@ -79,42 +79,76 @@ pub fn read(db: &Db, p: &PartitionShared, offset: i64, max_bytes: usize) -> anyh
     Ok(out.freeze())
 }
 
-/// The first offset whose batch has a timestamp at or after `ts`, with that timestamp.
+/// ListOffsets by timestamp: the first record at or after the log start whose timestamp
+/// is at least `ts`, with that timestamp. The offset index narrows the search to the
+/// first batch whose largest timestamp qualifies; its records (decompressed if need be)
+/// give the exact one.
 pub fn offset_for_timestamp(db: &Db, p: &PartitionShared, ts: i64) -> Option<(i64, i64)> {
-    batches_from(db, p, p.log_start())
-        .find(|b| b.max_timestamp >= ts)
-        .map(|b| (b.base_offset.max(p.log_start()), b.max_timestamp))
+    let b = batches_from(db, p, p.log_start()).find(|b| b.max_timestamp >= ts)?;
+    let exact = record_times(db, p, &b)
+        .into_iter()
+        .find(|&(offset, t)| t >= ts && offset >= p.log_start());
+    Some(exact.unwrap_or((b.base_offset.max(p.log_start()), b.max_timestamp)))
 }
 
-/// The batch with the largest timestamp (ListOffsets' MAX_TIMESTAMP).
+/// ListOffsets' MAX_TIMESTAMP: the first record with the largest timestamp.
 pub fn max_timestamp(db: &Db, p: &PartitionShared) -> Option<(i64, i64)> {
-    batches_from(db, p, p.log_start())
-        .fold(None, |best: Option<IndexedBatch>, b| match best {
-            Some(x) if x.max_timestamp >= b.max_timestamp => Some(x),
-            _ => Some(b),
-        })
-        .map(|b| (b.last_offset, b.max_timestamp))
+    let b =
+        batches_from(db, p, p.log_start()).fold(
+            None,
+            |best: Option<IndexedBatch>, b| match best {
+                Some(x) if x.max_timestamp >= b.max_timestamp => Some(x),
+                _ => Some(b),
+            },
+        )?;
+    let exact = record_times(db, p, &b)
+        .into_iter()
+        .find(|&(_, t)| t == b.max_timestamp);
+    Some(exact.unwrap_or((b.last_offset, b.max_timestamp)))
 }
 
-/// For OffsetForLeaderEpoch: the largest epoch <= `epoch` that has data and the offset
-/// where it ended (the first offset of the next epoch, or the high watermark).
+/// (offset, timestamp) of each record in batch `b`; empty if it cannot be decoded (the
+/// callers then answer for the batch as a whole).
+fn record_times(db: &Db, p: &PartitionShared, b: &IndexedBatch) -> Vec<(i64, i64)> {
+    let decoded = read(db, p, b.base_offset, 1)
+        .and_then(|mut bytes| kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes));
+    match decoded {
+        Ok(set) => set
+            .records
+            .iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.partition, offset = b.base_offset,
+                error = %e, "cannot decode a stored batch's records");
+            vec![]
+        }
+    }
+}
+
+/// For OffsetForLeaderEpoch, Kafka's answer from its leader-epoch cache (epochs are Raft
+/// terms): the current epoch ends at the high watermark; an older one at the first offset
+/// of the next epoch with data, reported as the largest epoch <= the one asked for (or as
+/// asked, when that precedes every retained epoch); an epoch beyond the current one, or a
+/// negative one, is unknown (-1, -1).
 pub fn epoch_end_offset(db: &Db, p: &PartitionShared, epoch: i32) -> (i32, i64) {
-    let mut found: Option<i32> = None;
+    let current = p.leader_epoch();
+    if epoch < 0 || epoch > current {
+        return (-1, -1);
+    }
+    if epoch == current {
+        return (current, p.high_watermark());
+    }
+    let mut floor: Option<i32> = None;
     for b in batches_from(db, p, p.log_start()) {
         let term = b.term as i32;
         if term > epoch {
-            return match found {
-                Some(e) => (e, b.base_offset),
-                None => (-1, -1),
-            };
+            return (floor.unwrap_or(epoch), b.base_offset);
         }
-        found = Some(term);
+        floor = Some(term);
     }
-    if epoch >= p.leader_epoch() {
-        (p.leader_epoch(), p.high_watermark())
-    } else {
-        (found.map_or(epoch, |e| e), p.high_watermark())
-    }
+    // No data after `epoch`: the next epoch began where the log ends.
+    (floor.unwrap_or(epoch), p.high_watermark())
 }
 
 /// Batches entirely below `cutoff(batch)` for retention; returns (new log start,

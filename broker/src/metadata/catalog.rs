@@ -172,8 +172,13 @@ impl Catalog {
             .insert(view.name.clone(), Arc::new(view));
     }
 
+    /// Forgets a deleted topic and every group's committed offsets in it.
     pub fn remove_topic(&self, name: &str) {
         self.topics.write().unwrap().remove(name);
+        self.offsets
+            .write()
+            .unwrap()
+            .retain(|(_, t, _), _| t != name);
     }
 
     pub fn committed_offset(

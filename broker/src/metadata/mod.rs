@@ -118,6 +118,13 @@ pub struct MetadataMachine {
     /// Target voters of partition groups being moved, by group id.
     pub targets: BTreeMap<u64, Vec<u64>>,
     counters: Counters,
+    /// Keys of committed offsets by topic: deleting a topic deletes them (as in Kafka; a
+    /// topic created again with the same name starts without the old group positions).
+    offset_keys: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+fn offset_key_name(group: &str, o: &CommittedOffset) -> String {
+    format!("{group}\0{}\0{}", o.topic, o.partition)
 }
 
 /// Committed offsets found on disk at start-up, by consumer group.
@@ -131,6 +138,7 @@ impl MetadataMachine {
             brokers: BTreeMap::new(),
             cluster_id: None,
             targets: BTreeMap::new(),
+            offset_keys: BTreeMap::new(),
             counters: Counters {
                 next_group: 1,
                 next_producer_id: 1000,
@@ -156,11 +164,20 @@ impl MetadataMachine {
             let b: BrokerRecord = serde_json::from_slice(&v)?;
             m.brokers.insert(b.id, b);
         }
-        let mut offsets = Vec::new();
+        let mut offsets: StoredOffsets = Vec::new();
         for (_, v) in scan(db, "offset")? {
-            offsets.push(serde_json::from_slice(&v)?);
+            let (group, o): (String, CommittedOffset) = serde_json::from_slice(&v)?;
+            m.index_offset(&group, &o);
+            offsets.push((group, o));
         }
         Ok((m, offsets))
+    }
+
+    fn index_offset(&mut self, group: &str, o: &CommittedOffset) {
+        self.offset_keys
+            .entry(o.topic.clone())
+            .or_default()
+            .insert(offset_key_name(group, o));
     }
 
     pub fn apply(&mut self, index: u64, data: &[u8], wb: &mut WriteBatch) -> Option<Outcome> {
@@ -213,6 +230,9 @@ impl MetadataMachine {
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(record) => {
                     wb.delete(keys::metadata_key("topic", &name));
+                    for key in self.offset_keys.remove(&name).unwrap_or_default() {
+                        wb.delete(keys::metadata_key("offset", &key));
+                    }
                     for g in &record.groups {
                         if self.targets.remove(g).is_some() {
                             wb.delete(keys::metadata_key("target", &g.to_string()));
@@ -229,12 +249,18 @@ impl MetadataMachine {
                 Outcome::ProducerId(id)
             }
             Command::CommitOffsets { group, offsets } => {
+                // A commit proposed before its topic's deletion and applied after it
+                // must not bring the deleted topic's offsets back.
+                let offsets: Vec<CommittedOffset> = offsets
+                    .into_iter()
+                    .filter(|o| self.topics.contains_key(&o.topic))
+                    .collect();
                 for o in &offsets {
-                    let name = format!("{group}\0{}\0{}", o.topic, o.partition);
                     wb.put(
-                        keys::metadata_key("offset", &name),
+                        keys::metadata_key("offset", &offset_key_name(&group, o)),
                         serde_json::to_vec(&(&group, o)).expect("serializable"),
                     );
+                    self.index_offset(&group, o);
                 }
                 Outcome::OffsetsCommitted(group, offsets)
             }
@@ -342,5 +368,19 @@ mod tests {
         assert_eq!((offsets[0].0.as_str(), offsets[0].1.offset), ("g", 42));
         let mut wb = WriteBatch::default();
         assert_eq!(m.apply(5, &pid, &mut wb), Some(Outcome::ProducerId(1001)));
+
+        // Deleting the topic deletes its committed offsets; a late commit for it is void.
+        let delete = Command::DeleteTopic {
+            name: "orders".into(),
+        };
+        let delete = serde_json::to_vec(&delete).unwrap();
+        assert!(matches!(
+            m.apply(6, &delete, &mut wb),
+            Some(Outcome::TopicDeleted(..))
+        ));
+        m.apply(7, &serde_json::to_vec(&commit).unwrap(), &mut wb);
+        crate::storage::write(&db, wb, true).unwrap();
+        let (_, offsets) = MetadataMachine::load(&db).unwrap();
+        assert!(offsets.is_empty(), "{offsets:?}");
     }
 }

@@ -38,9 +38,13 @@ pub async fn handle(
         let outcome = match validate(broker, &t) {
             Err(e) => Err(e),
             Ok((partitions, rf, _)) if req.validate_only => Ok((Uuid::nil(), partitions, rf)),
-            Ok((partitions, rf, configs)) => create(broker, &t.name, partitions, rf, configs)
-                .await
-                .map(|id| (id, partitions, rf)),
+            Ok((partitions, rf, configs)) => {
+                let created = create(broker, &t.name, partitions, rf, configs).await;
+                if created.is_ok() {
+                    wait_for_leaders(broker, &t.name, req.timeout_ms).await;
+                }
+                created.map(|id| (id, partitions, rf))
+            }
         };
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         results.push(match outcome {
@@ -55,6 +59,40 @@ pub async fn handle(
         });
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// As Kafka's CreateTopics, answers once the new partitions have leaders the cluster
+/// knows, so that a client's first Metadata (on any broker) finds them: until every
+/// partition has a leader here, and then one leadership-report round more for those this
+/// broker leads (its peers learn of them from that report). Bounded by the request's
+/// timeout; the topic exists either way.
+async fn wait_for_leaders(broker: &Broker, name: &str, timeout_ms: i32) {
+    let timeout = Duration::from_millis(timeout_ms.clamp(0, 30_000) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let me = broker.node_id as u64;
+    loop {
+        let leaders: Option<Vec<u64>> = broker
+            .catalog
+            .topic(name)
+            .and_then(|t| t.partitions.iter().map(|p| p.leader()).collect());
+        if let Some(leaders) = leaders {
+            if leaders.contains(&me) {
+                tokio::time::sleep_until(deadline.min(
+                    tokio::time::Instant::now() + crate::cluster::leadership::REPORT_INTERVAL,
+                ))
+                .await;
+            }
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                topic = name,
+                "created; not every partition has a leader yet"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 type Validated = (i32, i16, BTreeMap<String, String>);

@@ -41,7 +41,7 @@ pub async fn handle(
                                     m.instance_id.filter(|_| version >= 4).map(str_bytes),
                                 )
                                 .with_client_id(str_bytes(m.client_id))
-                                .with_client_host(str_bytes("/127.0.0.1"))
+                                .with_client_host(str_bytes(m.client_host))
                                 .with_member_metadata(m.metadata)
                                 .with_member_assignment(m.assignment)
                         })

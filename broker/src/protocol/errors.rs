@@ -34,6 +34,8 @@ pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
 pub const UNKNOWN_TOPIC_ID: i16 = E::UnknownTopicId.code();
 pub const MESSAGE_TOO_LARGE: i16 = E::MessageTooLarge.code();
 pub const KAFKA_STORAGE_ERROR: i16 = E::KafkaStorageError.code();
+pub const FENCED_LEADER_EPOCH: i16 = E::FencedLeaderEpoch.code();
+pub const UNKNOWN_LEADER_EPOCH: i16 = E::UnknownLeaderEpoch.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = E::UnknownServerError.code();
 
 use crate::raft::ProposeError;

@@ -1,5 +1,6 @@
 //! FindCoordinator: the metadata group's leader coordinates every consumer group (it
-//! commits their offsets without a hop). Transaction coordination is not offered.
+//! commits their offsets without a hop). Transaction coordination is not offered: asking
+//! for a transaction coordinator fails at once with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 
 use std::sync::Arc;
 
@@ -22,9 +23,11 @@ pub fn handle(
             .find(|b| b.0 == id as i32)
     });
     let (code, message) = match (&coordinator, req.key_type == GROUP_KEY) {
+        // Not COORDINATOR_NOT_AVAILABLE: clients retry that forever. This error is fatal
+        // to a transactional producer, which then says why.
         (_, false) => (
-            errors::COORDINATOR_NOT_AVAILABLE,
-            Some(str_bytes("transactions are not supported")),
+            errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            Some(str_bytes("transactions are not supported by this broker")),
         ),
         (None, true) => (
             errors::COORDINATOR_NOT_AVAILABLE,

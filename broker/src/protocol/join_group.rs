@@ -29,6 +29,7 @@ pub async fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, ctx: &Ctx) -> J
             member_id: req.member_id.to_string(),
             instance_id: req.group_instance_id.map(|s| s.to_string()),
             client_id: ctx.client_id.to_string(),
+            client_host: format!("/{}", ctx.peer.ip()),
             session_timeout: session,
             rebalance_timeout: rebalance,
             protocol_type: req.protocol_type.to_string(),

@@ -1,4 +1,7 @@
 //! ListGroups: groups with members, plus groups known only by committed offsets (Empty).
+//! As in Kafka, a broker lists only the groups it coordinates: tools ask every broker and
+//! merge the answers, so a broker that does not coordinate a group must not report it (it
+//! would show an active group as Empty).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,7 +9,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::str_bytes;
+use super::{errors, str_bytes};
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -14,6 +17,16 @@ pub async fn handle(
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
+    if !broker.is_group_coordinator() {
+        // Every group is coordinated by the metadata leader; this broker coordinates none.
+        return ListGroupsResponse::default().with_error_code(
+            if broker.catalog.metadata_leader().is_some() {
+                errors::NONE
+            } else {
+                errors::COORDINATOR_NOT_AVAILABLE
+            },
+        );
+    }
     let mut groups: BTreeMap<String, (String, &'static str)> = broker
         .catalog
         .offset_groups()

@@ -126,7 +126,7 @@ fn describe(t: &TopicView, version: i16) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
-            let (replicas, in_sync) = p.replicas();
+            let (replicas, in_sync) = p.replicas_in_assignment_order();
             let response = MetadataResponsePartition::default()
                 .with_partition_index(p.partition)
                 .with_replica_nodes(ids(replicas))

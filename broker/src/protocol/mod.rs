@@ -28,6 +28,7 @@ mod produce;
 mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,7 +58,7 @@ pub enum Decoded {
 
 /// Decodes a request frame (without its size prefix). Errors mean the connection should
 /// be closed: the frame is not a request this broker can answer.
-pub fn decode(mut frame: Bytes) -> anyhow::Result<Decoded> {
+pub fn decode(mut frame: Bytes, peer: SocketAddr) -> anyhow::Result<Decoded> {
     if frame.len() < 8 {
         bail!("request of {} bytes is shorter than a header", frame.len());
     }
@@ -78,7 +79,11 @@ pub fn decode(mut frame: Bytes) -> anyhow::Result<Decoded> {
         if api_key == ApiKey::ApiVersions {
             return Ok(Decoded::UnsupportedApiVersions(correlation_id));
         }
-        bail!("{api_key:?} v{version} is not supported");
+        let served = match versions::served().find(|(k, _)| *k == api_key) {
+            Some((_, r)) => format!("versions {} to {} are served", r.min, r.max),
+            None => "this API is not served".to_string(),
+        };
+        bail!("{api_key:?} v{version} is not supported ({served}; the client should ask ApiVersions first)");
     }
     let header = decode_request_header_from_buffer(&mut frame)
         .with_context(|| format!("decoding {api_key:?} v{version} request header"))?;
@@ -89,14 +94,15 @@ pub fn decode(mut frame: Bytes) -> anyhow::Result<Decoded> {
         version,
         correlation_id,
         client_id: header.client_id.clone().unwrap_or_default(),
+        peer,
         started,
     };
     Ok(Decoded::Request(Box::new((ctx, request))))
 }
 
 /// Decodes one request frame and runs its handler.
-pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Reply> {
-    let (ctx, request) = match decode(frame)? {
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> anyhow::Result<Reply> {
+    let (ctx, request) = match decode(frame, peer)? {
         Decoded::Request(decoded) => *decoded,
         Decoded::UnsupportedApiVersions(correlation_id) => {
             return Ok(Reply::Now(Some(api_versions::unsupported_version(
@@ -172,6 +178,8 @@ pub struct Ctx {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: StrBytes,
+    /// The client's address (JoinGroup records it for DescribeGroups).
+    pub peer: SocketAddr,
     pub started: Instant,
 }
 
@@ -245,6 +253,10 @@ mod tests {
 
     use super::*;
 
+    fn test_peer() -> SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+
     fn metadata_frame(version: i16, topics: &[&str]) -> Bytes {
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::Metadata as i16)
@@ -265,7 +277,7 @@ mod tests {
     }
 
     fn decoded_topics(frame: Bytes) -> usize {
-        match decode(frame).expect("decodes") {
+        match decode(frame, test_peer()).expect("decodes") {
             Decoded::Request(r) => match r.1 {
                 RequestKind::Metadata(m) => m.topics.map_or(0, |t| t.len()),
                 other => panic!("decoded as {other:?}"),
@@ -285,7 +297,7 @@ mod tests {
     #[test]
     fn array_longer_than_the_frame_is_an_error_not_an_allocation() {
         let frame = Bytes::from_static(&[0, 3, 0, 0, 255, 44, 0, 13, 0, 0, 88, 0, 0, 0, 0, 7, 0]);
-        let err = decode(frame).err().expect("refused");
+        let err = decode(frame, test_peer()).err().expect("refused");
         assert!(format!("{err:#}").contains("exceeds"), "{err:#}");
     }
 
@@ -296,7 +308,7 @@ mod tests {
         let mut frame = BytesMut::from(&metadata_frame(12, &[])[..]);
         frame.truncate(frame.len() - 4); // drop the empty topics array and the body's fields
         frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0]);
-        let err = decode(frame.freeze()).err().expect("refused");
+        let err = decode(frame.freeze(), test_peer()).err().expect("refused");
         assert!(format!("{err:#}").contains("exceeds"), "{err:#}");
     }
 }

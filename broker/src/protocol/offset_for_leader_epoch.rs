@@ -33,6 +33,18 @@ pub fn handle(
                         Some(p) if !broker.leads(&p) => {
                             r.with_error_code(errors::NOT_LEADER_OR_FOLLOWER)
                         }
+                        // A client that knows another leader epoch than ours is ahead of
+                        // us (we may not have learned of a new term) or behind.
+                        Some(p)
+                            if op.current_leader_epoch >= 0
+                                && op.current_leader_epoch != p.leader_epoch() =>
+                        {
+                            r.with_error_code(if op.current_leader_epoch < p.leader_epoch() {
+                                errors::FENCED_LEADER_EPOCH
+                            } else {
+                                errors::UNKNOWN_LEADER_EPOCH
+                            })
+                        }
                         Some(p) => {
                             let (epoch, end) =
                                 read::epoch_end_offset(&broker.db, &p, op.leader_epoch);

@@ -571,6 +571,12 @@ impl Driver {
             Outcome::ClusterId(id) => self.catalog.set_cluster_id(id),
             Outcome::TargetsSet(targets) => {
                 self.catalog.set_targets(targets.clone());
+                let partitions = self.catalog.partitions_by_group();
+                for (gid, voters) in &targets {
+                    if let Some(p) = partitions.get(gid) {
+                        p.set_assignment(voters);
+                    }
+                }
                 for (gid, voters) in targets {
                     if voters.contains(&self.cfg.node_id) && !self.groups.contains_key(&gid) {
                         self.open_new_replica(gid)?;
@@ -638,6 +644,7 @@ impl Driver {
                 .replicas_of(i)
                 .map(<[u64]>::to_vec)
                 .unwrap_or_else(|| vec![me]);
+            shared.set_assignment(self.meta.targets.get(&gid).unwrap_or(&replicas));
             if replicas.contains(&me) {
                 let machine = PartitionMachine::load(&self.db, shared.clone())?;
                 self.open_group(gid, Some(machine), &replicas, &[])?;
