@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
-.PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos lint fmt crds bench fuzz clean
+.PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
 deps:
@@ -23,7 +23,7 @@ build:
 run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: deps build unit-test e2e-test chaos-test
+test: deps build unit-test e2e-test chaos-test conformance
 
 unit-test:
 	cargo test --release --workspace
@@ -37,6 +37,11 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# franz-go's kgo integration tests against one broker and against three (~2 min; the
+# first run builds their test binary from the Go module proxy, cached in ~/.cache/chronik).
+conformance: build
+	CHRONIK_BROKER_BIN=$(BROKER) bash tests/conformance/franz-go.sh
 
 # The fault-injection suite's short form (one seeded run, every fault once: ~2 min). Needs
 # root for its network namespaces; skipped otherwise.
