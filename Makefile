@@ -43,7 +43,7 @@ fmt:
 conformance: build
 	CHRONIK_BROKER_BIN=$(BROKER) bash tests/conformance/franz-go.sh
 
-# The fault-injection suite's short form (one seeded run, every fault once: ~2 min). Needs
+# The fault-injection suite's short form (one seeded run, every fault once: ~1.5 min). Needs
 # root for its network namespaces; skipped otherwise.
 chaos-test: build
 	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) -m pytest tests/chaos -q -p no:cacheprovider
