@@ -152,6 +152,7 @@ def test_a_full_disk_refuses_records_with_a_storage_error_and_recovers(
         patient.produce(topic_name, value=b"before-%03d" % i, on_delivery=cb)
     assert patient.flush(30) == 0 and len(acked) == 100 and not errors
 
+    assert metric(b, "chronik_storage_full") == 0  # exported from the start
     disk.fill(leave=32 << 20)
     deadline = time.monotonic() + 10
     while metric(b, "chronik_storage_full") != 1:

@@ -70,8 +70,8 @@ impl DiskSpace {
         self.free.store(free, Ordering::Relaxed);
         FREE_BYTES.set(free.min(i64::MAX as u64) as i64);
         let full = free < self.min_free;
+        FULL.set(full as i64);
         if self.full.swap(full, Ordering::AcqRel) != full {
-            FULL.set(full as i64);
             if full {
                 tracing::error!(free, min_free = self.min_free, dir = %self.dir.display(),
                     "disk nearly full: refusing new records (KAFKA_STORAGE_ERROR) until space returns");
