@@ -134,7 +134,8 @@ fn start_control_plane() -> Result<Shared, String> {
         &shared,
         &["apply", "--server-side", "-f", crd.to_str().unwrap()],
     )?;
-    // (`kubectl wait` fails outright if it looks before the CRD has any status.)
+    // (`kubectl wait` fails outright if it looks before the CRD has any status, and so
+    // does this jsonpath: until then an error only means "not yet".)
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let established = kubectl(
@@ -145,7 +146,8 @@ fn start_control_plane() -> Result<Shared, String> {
                 "-o",
                 r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
             ],
-        )?;
+        )
+        .unwrap_or_else(|e| e);
         if established.trim() == "True" {
             break;
         }
