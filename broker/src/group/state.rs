@@ -456,15 +456,12 @@ impl Group {
         if generation < 0 && self.phase == Phase::Empty {
             return errors::NONE;
         }
-        if generation >= 0 || !member_id.is_empty() {
-            if !self.members.contains_key(member_id) {
-                return errors::UNKNOWN_MEMBER_ID;
-            }
-            if generation != self.generation {
-                return errors::ILLEGAL_GENERATION;
-            }
-        } else if self.phase != Phase::Empty {
+        // (Without a member id, as an admin client commits, no member matches.)
+        if !self.members.contains_key(member_id) {
             return errors::UNKNOWN_MEMBER_ID;
+        }
+        if generation != self.generation {
+            return errors::ILLEGAL_GENERATION;
         }
         if self.phase == Phase::CompletingRebalance {
             return errors::REBALANCE_IN_PROGRESS;

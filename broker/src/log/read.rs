@@ -93,14 +93,14 @@ pub fn offset_for_timestamp(db: &Db, p: &PartitionShared, ts: i64) -> Option<(i6
 
 /// ListOffsets' MAX_TIMESTAMP: the first record with the largest timestamp.
 pub fn max_timestamp(db: &Db, p: &PartitionShared) -> Option<(i64, i64)> {
-    let b =
-        batches_from(db, p, p.log_start()).fold(
-            None,
-            |best: Option<IndexedBatch>, b| match best {
-                Some(x) if x.max_timestamp >= b.max_timestamp => Some(x),
-                _ => Some(b),
-            },
-        )?;
+    // (The earliest batch among equals: `reduce` keeps `x` on ties.)
+    let b = batches_from(db, p, p.log_start()).reduce(|x, b| {
+        if x.max_timestamp >= b.max_timestamp {
+            x
+        } else {
+            b
+        }
+    })?;
     let exact = record_times(db, p, &b)
         .into_iter()
         .find(|&(_, t)| t == b.max_timestamp);

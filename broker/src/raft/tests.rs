@@ -372,6 +372,16 @@ async fn produce(h: &RaftHandle, group: u64) -> Applied {
         .expect("committed")
 }
 
+/// Three nodes with topic "t" replicated on all, led by node 1, holding one committed
+/// record; returns the cluster and the partition's group.
+async fn three_nodes_with_one_record() -> (Cluster, u64) {
+    let cluster = Cluster::start(&[1, 2, 3]);
+    cluster.topic("t", &[1, 2, 3]).await;
+    let group = cluster.group("t");
+    produce(&cluster.node(1).handle, group).await;
+    (cluster, group)
+}
+
 /// A leader whose own write is still queued must not count itself towards the commit
 /// quorum. With one follower cut off, the other follower's acknowledgement alone is no
 /// majority: the record must wait for the leader's write. (Before the fix, the leader's
@@ -380,11 +390,8 @@ async fn produce(h: &RaftHandle, group: u64) -> Applied {
 /// disk only.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_never_counts_its_own_unwritten_entries() {
-    let cluster = Cluster::start(&[1, 2, 3]);
-    cluster.topic("t", &[1, 2, 3]).await;
-    let group = cluster.group("t");
+    let (cluster, group) = three_nodes_with_one_record().await;
     let leader = cluster.node(1);
-    produce(&leader.handle, group).await;
 
     cluster.net.cut_off(3);
     leader.gate.close();
@@ -420,11 +427,8 @@ async fn a_leader_never_counts_its_own_unwritten_entries() {
 /// raft-rs panicked with "term(N) must be valid" when it next asked for one of them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_lagging_writer_applies_only_what_it_wrote() {
-    let cluster = Cluster::start(&[1, 2, 3]);
-    cluster.topic("t", &[1, 2, 3]).await;
-    let group = cluster.group("t");
+    let (cluster, group) = three_nodes_with_one_record().await;
     let leader = cluster.node(1);
-    produce(&leader.handle, group).await;
     wait_for("follower 2 to apply", || {
         (cluster.high_watermark(2, "t") == 1).then_some(())
     })
@@ -460,11 +464,8 @@ async fn a_follower_with_a_lagging_writer_applies_only_what_it_wrote() {
 /// waiting out their request timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_answers_its_waiting_proposals_with_not_leader() {
-    let cluster = Cluster::start(&[1, 2, 3]);
-    cluster.topic("t", &[1, 2, 3]).await;
-    let group = cluster.group("t");
+    let (cluster, group) = three_nodes_with_one_record().await;
     let leader = cluster.node(1);
-    produce(&leader.handle, group).await;
 
     cluster.net.cut_off(1);
     let started = Instant::now();

@@ -8,7 +8,7 @@
 //! memtable flushes, blob files and compactions of data already accepted.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -37,7 +37,6 @@ pub struct DiskSpace {
     dir: PathBuf,
     min_free: u64,
     full: AtomicBool,
-    free: AtomicU64,
 }
 
 impl DiskSpace {
@@ -47,7 +46,6 @@ impl DiskSpace {
             dir,
             min_free,
             full: AtomicBool::new(false),
-            free: AtomicU64::new(u64::MAX),
         });
         space.refresh();
         space
@@ -67,7 +65,6 @@ impl DiskSpace {
                 return;
             }
         };
-        self.free.store(free, Ordering::Relaxed);
         FREE_BYTES.set(free.min(i64::MAX as u64) as i64);
         let full = free < self.min_free;
         FULL.set(full as i64);
