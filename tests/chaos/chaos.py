@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -626,6 +627,12 @@ def main() -> int:
                 print(v.line(), flush=True)
                 for detail in v.hw_disagree + v.panics + v.crashes + v.zombies + v.details:
                     print(f"    {detail}", flush=True)
+                if not v.ok:
+                    # The brokers' logs of a failed run outlive its temporary directory.
+                    kept = Path(tempfile.mkdtemp(prefix=f"chaos-failed-{seed}-"))
+                    for log_file in Path(d).glob("b*.log"):
+                        shutil.copy(log_file, kept)
+                    print(f"    broker logs kept in {kept}", flush=True)
                 verdicts.append(v)
     finally:
         for p in load:
