@@ -14,7 +14,7 @@ use crate::broker::Broker;
 use crate::log::batch::{self, BatchError};
 use crate::log::{AppendOutcome, PartitionShared};
 use crate::metrics;
-use crate::raft::{Applied, Pending};
+use crate::raft::{Applied, Pending, ProposeError};
 
 /// Kafka's default `max.message.bytes`.
 const DEFAULT_MAX_BATCH_BYTES: usize = 1_048_588;
@@ -49,9 +49,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                     PartitionWork::Failed(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 }
                 None => PartitionWork::Failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
-                Some(shared) if !broker.leads(&shared) => {
-                    PartitionWork::Failed(errors::NOT_LEADER_OR_FOLLOWER)
-                }
+                // Whether this broker leads is the Raft driver's to say, not the view's:
+                // a refusal it makes is remembered, so that an idempotent producer's
+                // next batches wait for the refused one (see `raft::fence`).
                 Some(_) if broker.disk.is_full() => {
                     PartitionWork::Failed(errors::KAFKA_STORAGE_ERROR)
                 }
@@ -149,6 +149,8 @@ async fn finish(
             Ok(Applied::Partition(AppendOutcome::Duplicate { base_offset })) => Ok(base_offset),
             Ok(Applied::Partition(AppendOutcome::Rejected { error_code })) => Err(error_code),
             Ok(Applied::Metadata(_)) => Err(errors::UNKNOWN_SERVER_ERROR),
+            // The topic exists; this broker holds no replica of the partition.
+            Err(ProposeError::UnknownGroup) => Err(errors::NOT_LEADER_OR_FOLLOWER),
             Err(e) => Err(errors::for_propose(e)),
         };
         match offset {

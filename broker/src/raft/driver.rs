@@ -25,6 +25,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Message};
 use raft::{RawNode, Ready};
 use rocksdb::WriteBatch;
 
+use super::fence::Sequenced;
 use super::group::{apply_entries, queue_messages, Finish, Group, Proposal, Round};
 use super::membership::{
     followers_have, replica_removed, retry_preferred_campaign, step_towards_target,
@@ -356,7 +357,12 @@ impl Driver {
             let _ = reply.send(Err(ProposeError::UnknownGroup));
             return;
         };
+        let sequenced = g.partition.as_ref().and_then(|_| Sequenced::of(&data));
         if g.node.raft.state != raft::StateRole::Leader {
+            g.refuse(sequenced, reply);
+            return;
+        }
+        if sequenced.is_some_and(|b| g.fences.holds_back(b, Instant::now())) {
             let _ = reply.send(Err(ProposeError::NotLeader));
             return;
         }
@@ -370,12 +376,13 @@ impl Driver {
                         term,
                         reply,
                         since: Instant::now(),
+                        sequenced,
                     },
                 );
             }
             Err(e) => {
                 tracing::debug!(group, error = %e, "proposal dropped");
-                let _ = reply.send(Err(ProposeError::NotLeader));
+                g.refuse(sequenced, reply);
             }
         }
     }

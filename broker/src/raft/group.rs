@@ -19,6 +19,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::RawNode;
 use rocksdb::WriteBatch;
 
+use super::fence::{Fences, Sequenced};
 use super::{Applied, ProposeError, Reply};
 use crate::log::{AppendOutcome, PartitionMachine};
 use crate::metadata::{MetadataMachine, Outcome};
@@ -28,6 +29,8 @@ pub(super) struct Proposal {
     pub term: u64,
     pub reply: Reply,
     pub since: Instant,
+    /// The batch's producer sequence, if idempotent: fenced should it fail unwritten.
+    pub sequenced: Option<Sequenced>,
 }
 
 pub(super) struct Group {
@@ -42,6 +45,8 @@ pub(super) struct Group {
     pub preferred_ticks: u8,
     /// When each voter last had every committed entry (leader only): the basis of ISR.
     pub caught_up: HashMap<u64, Instant>,
+    /// Producers whose batches wait for one this node refused (see `fence`).
+    pub fences: Fences,
     /// Numbers of this group's Readies handed to the log writer and not yet reported
     /// written, oldest first.
     in_flight: VecDeque<u64>,
@@ -72,6 +77,7 @@ impl Group {
             applied,
             preferred_ticks,
             caught_up: HashMap::new(),
+            fences: Fences::default(),
             in_flight: VecDeque::new(),
             last_ready: 0,
         }
@@ -84,11 +90,23 @@ impl Group {
     /// An entry that a new leader commits after all is acknowledged to the retry (the
     /// idempotent producer's sequence makes it a duplicate, answered with its offset).
     pub fn fail_proposals(&mut self, round: &mut Round) {
+        let now = Instant::now();
         for (_, p) in std::mem::take(&mut self.proposals) {
+            if let Some(b) = p.sequenced {
+                self.fences.refused(b, now);
+            }
             round
                 .replies
                 .push((p.reply, Err(ProposeError::NotLeader), p.since));
         }
+    }
+
+    /// Answers a proposal this node did not write with NOT_LEADER, fencing its producer.
+    pub fn refuse(&mut self, sequenced: Option<Sequenced>, reply: Reply) {
+        if let Some(b) = sequenced {
+            self.fences.refused(b, Instant::now());
+        }
+        let _ = reply.send(Err(ProposeError::NotLeader));
     }
 
     /// Records that Ready `number` was taken from raft-rs.
@@ -181,6 +199,11 @@ pub(super) fn apply_entries(
             None
         } else if let Some(p) = g.partition.as_mut() {
             let out = p.apply(e.index, e.term, &e.data, wb);
+            if let Some(AppendOutcome::Appended { .. } | AppendOutcome::Duplicate { .. }) = out {
+                if let Some(b) = Sequenced::of(&e.data) {
+                    g.fences.committed(b);
+                }
+            }
             if let Some(AppendOutcome::Appended { .. }) = out {
                 round.published.insert(gid);
             }
@@ -213,7 +236,14 @@ pub(super) fn apply_entries(
             let (index, p) = entry.remove_entry();
             let result = match (&outcome, index == e.index && p.term == e.term) {
                 (Some(o), true) => Ok(o.clone()),
-                _ => Err(ProposeError::NotLeader),
+                (_, false) => {
+                    // Overwritten by another leader's entry: it was never committed.
+                    if let Some(b) = p.sequenced {
+                        g.fences.refused(b, Instant::now());
+                    }
+                    Err(ProposeError::NotLeader)
+                }
+                (None, true) => Err(ProposeError::NotLeader),
             };
             round.replies.push((p.reply, result, p.since));
         }

@@ -3,6 +3,7 @@
 //! other brokers leave through a [`Transport`]; theirs arrive through [`RaftHandle::step`].
 
 mod driver;
+mod fence;
 mod group;
 mod logger;
 mod membership;

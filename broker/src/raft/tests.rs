@@ -488,3 +488,66 @@ async fn a_deposed_leader_answers_its_waiting_proposals_with_not_leader() {
     cluster.assert_drivers_alive();
     cluster.stop();
 }
+
+/// A batch refused without being written (here: dropped by raft-rs while a leadership
+/// transfer is pending) holds back the producer's later batches until it comes back, so
+/// that they never reach the log behind a gap. (Before the fence, the next batch was
+/// committed and answered OUT_OF_ORDER_SEQUENCE_NUMBER, on which librdkafka bumps its
+/// epoch for every partition and renumbers batches another leader may have committed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_holds_back_the_producers_next_ones() {
+    let (cluster, group) = three_nodes_with_one_record().await;
+    let leader = cluster.node(1);
+    // Node 2 gets ahead of node 3 in the leader's view, then is cut off: the transfer
+    // goes to node 2 and stays pending while node 3 keeps the leader's quorum.
+    cluster.net.cut_off(3);
+    for _ in 0..3 {
+        produce(&leader.handle, group).await;
+    }
+    cluster.net.cut_off(2);
+    cluster.net.heal(3);
+    assert!(leader.handle.transfer_leadership().await > 0);
+    let idempotent = |seq| make_batch(1, 7, seq, b"idempotent").to_vec();
+    let first = leader
+        .handle
+        .propose(group, idempotent(0))
+        .wait(Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(first, Err(super::ProposeError::NotLeader)),
+        "{first:?}"
+    );
+    // The transfer lapses (an election timeout) and node 1 leads on.
+    wait_for("the transfer to lapse", || {
+        let p = leader.catalog.partition("t", 0)?;
+        (p.leader() == Some(1) && p.high_watermark() == 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = leader
+        .handle
+        .propose(group, idempotent(1))
+        .wait(Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(second, Err(super::ProposeError::NotLeader)),
+        "the batch after a refused one: {second:?}"
+    );
+    for (seq, offset) in [(0, 4), (1, 5)] {
+        let outcome = leader
+            .handle
+            .propose(group, idempotent(seq))
+            .wait(Duration::from_secs(5))
+            .await;
+        assert_eq!(
+            outcome,
+            Ok(Applied::Partition(AppendOutcome::Appended {
+                base_offset: offset
+            })),
+            "the resent batch {seq}"
+        );
+    }
+    cluster.net.heal(2);
+    cluster.assert_drivers_alive();
+    cluster.stop();
+}
