@@ -122,6 +122,7 @@ fn broker_statuses(b: &Broker, partitions: &[PartitionStatus]) -> Vec<BrokerStat
             host: b.host.clone(),
             port: b.port,
             cluster_addr: String::new(),
+            external: b.external.clone(),
         });
     }
     records
@@ -143,7 +144,7 @@ fn broker_statuses(b: &Broker, partitions: &[PartitionStatus]) -> Vec<BrokerStat
                     .count() as u32,
                 // Peers do not report their version yet; only ours is known.
                 version: if id == me {
-                    env!("CARGO_PKG_VERSION").to_string()
+                    crate::version().to_string()
                 } else {
                     String::new()
                 },

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::broker::{self, Broker};
 use crate::cluster::{self, leadership, registration, transport::GrpcTransport, Peers};
 use crate::config::{Args, Settings};
-use crate::metadata::BrokerRecord;
+use crate::metadata::{BrokerRecord, Endpoint};
+use crate::protocol::Listener;
 use crate::{group, metadata, metrics, raft, server, shutdown, storage};
 
 /// How long a stopping broker waits for its leaderships to move to other voters.
@@ -33,6 +34,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.cluster_addr.to_string());
     broker::split_host_port(&advertised_cluster)?;
+    let external = external_endpoint(&args, node_id)?;
     let cluster_id = broker::cluster_id(&args.data_dir)?;
     let db = storage::open(&args.data_dir)?;
     let disk = storage::DiskSpace::new(args.data_dir.clone(), settings.storage_min_free_bytes);
@@ -95,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_id,
         host,
         port,
+        external: external.clone(),
         proposed_cluster_id: cluster_id,
         groups: group::Coordinator::new(&settings),
         settings,
@@ -110,11 +113,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         host: broker.host.clone(),
         port: broker.port,
         cluster_addr: advertised_cluster,
+        external,
     };
 
-    let kafka_listener = tokio::net::TcpListener::bind(args.kafka_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding Kafka address {}: {e}", args.kafka_addr))?;
+    let kafka_listener = bind(args.kafka_addr).await?;
+    let external_listener = match args.external_kafka_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let health = metrics::Health {
         catalog,
         node_id: args.node_id,
@@ -122,11 +128,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut metrics_task =
         tokio::spawn(metrics::serve(args.metrics_addr, health, shutdown.clone()));
-    let mut server_task = tokio::spawn(server::serve(
-        kafka_listener,
-        broker.clone(),
-        shutdown.clone(),
-    ));
+    let mut server_task = tokio::spawn({
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        async move {
+            let internal = server::serve(
+                kafka_listener,
+                Listener::Internal,
+                broker.clone(),
+                shutdown.clone(),
+            );
+            let external = async {
+                if let Some(l) = external_listener {
+                    server::serve(l, Listener::External, broker, shutdown).await;
+                }
+            };
+            tokio::join!(internal, external);
+        }
+    });
     let mut driver_task = tokio::task::spawn_blocking(move || driver_thread.join());
     tokio::spawn(leadership::report_loop(broker.clone(), shutdown.clone()));
     tokio::spawn(registration::register(
@@ -138,6 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_id,
         kafka = %args.kafka_addr,
         advertised = %advertised,
+        external = ?broker.external,
         data_dir = %args.data_dir.display(),
         "chronik-broker started"
     );
@@ -161,6 +180,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = driver_task.await;
     tracing::info!("chronik-broker stopped");
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding Kafka address {addr}: {e}"))
+}
+
+/// The external listener's advertised address: `--advertised-external-kafka-addr` (or the
+/// bind address), its port raised by the node id when brokers share one template.
+fn external_endpoint(args: &Args, node_id: i32) -> anyhow::Result<Option<Endpoint>> {
+    let Some(bind) = args.external_kafka_addr else {
+        if args.advertised_external_kafka_addr.is_some() {
+            anyhow::bail!("--advertised-external-kafka-addr needs --external-kafka-addr");
+        }
+        return Ok(None);
+    };
+    let advertised = args
+        .advertised_external_kafka_addr
+        .clone()
+        .unwrap_or_else(|| bind.to_string());
+    let (host, mut port) = broker::split_host_port(&advertised)?;
+    if args.external_port_plus_node_id {
+        port = port
+            .checked_add(node_id)
+            .filter(|p| *p <= u16::MAX as i32)
+            .ok_or_else(|| {
+                anyhow::anyhow!("external port {port} + node id {node_id} is not a port")
+            })?;
+    }
+    Ok(Some(Endpoint { host, port }))
 }
 
 /// The error a broker stops with when one of its servers ended before shutdown.
@@ -202,5 +252,50 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn endpoint(extra: &[&str], node_id: i32) -> anyhow::Result<Option<Endpoint>> {
+        let args = Args::try_parse_from(["chronik-broker"].iter().chain(extra))?;
+        external_endpoint(&args, node_id)
+    }
+
+    #[test]
+    fn external_endpoint_defaults_to_the_bind_address_and_is_off_without_one() {
+        assert_eq!(endpoint(&[], 1).unwrap(), None);
+        let e = endpoint(&["--external-kafka-addr", "0.0.0.0:9094"], 1).unwrap();
+        assert_eq!(e.map(|e| (e.host, e.port)), Some(("0.0.0.0".into(), 9094)));
+    }
+
+    #[test]
+    fn each_broker_of_a_shared_template_advertises_its_own_node_port() {
+        let args = [
+            "--external-kafka-addr",
+            "0.0.0.0:9094",
+            "--advertised-external-kafka-addr",
+            "192.0.2.7:31090",
+            "--external-port-plus-node-id",
+            "true",
+        ];
+        let e = endpoint(&args, 2).unwrap().unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("192.0.2.7", 31092));
+        assert!(
+            endpoint(&args, 40_000).is_err(),
+            "a port above 65535 is refused"
+        );
+    }
+
+    #[test]
+    fn an_advertised_external_address_needs_an_external_listener() {
+        let err = endpoint(&["--advertised-external-kafka-addr", "h:1"], 1).unwrap_err();
+        assert!(
+            err.to_string().contains("needs --external-kafka-addr"),
+            "{err}"
+        );
     }
 }

@@ -14,6 +14,8 @@ pub struct Broker {
     pub node_id: i32,
     pub host: String,
     pub port: i32,
+    /// The external listener's advertised address, if it has one.
+    pub external: Option<crate::metadata::Endpoint>,
     /// The id this broker proposes when it finds the cluster unnamed (kept in its data
     /// directory); see [`Broker::cluster_id`].
     pub proposed_cluster_id: String,

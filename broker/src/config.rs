@@ -10,7 +10,7 @@ use serde::Deserialize;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "chronik-broker",
-    version,
+    version = crate::version(),
     about = "Kafka-compatible broker whose partitions are Raft groups stored in RocksDB"
 )]
 pub struct Args {
@@ -29,6 +29,22 @@ pub struct Args {
     /// host:port that clients are told to connect to (defaults to --kafka-addr).
     #[arg(long, env = "CHRONIK_ADVERTISED_KAFKA_ADDR")]
     pub advertised_kafka_addr: Option<String>,
+
+    /// Address a second Kafka listener binds, for clients outside the network the
+    /// advertised address belongs to (a Kubernetes NodePort); off when unset. Metadata
+    /// and FindCoordinator answers on it name every broker's external address.
+    #[arg(long, env = "CHRONIK_EXTERNAL_KAFKA_ADDR")]
+    pub external_kafka_addr: Option<SocketAddr>,
+
+    /// host:port that clients of the external listener are told to connect to (defaults
+    /// to --external-kafka-addr).
+    #[arg(long, env = "CHRONIK_ADVERTISED_EXTERNAL_KAFKA_ADDR")]
+    pub advertised_external_kafka_addr: Option<String>,
+
+    /// Add the node id to the advertised external port: brokers sharing one pod template
+    /// each get their own node port (base + node id).
+    #[arg(long, env = "CHRONIK_EXTERNAL_PORT_PLUS_NODE_ID", default_value_t = false, action = clap::ArgAction::Set)]
+    pub external_port_plus_node_id: bool,
 
     /// Address for inter-broker gRPC: the admin API (and the Raft transport once brokers
     /// replicate to each other).

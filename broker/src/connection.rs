@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::metrics;
-use crate::protocol::{self, Reply};
+use crate::protocol::{self, Listener, Reply};
 use crate::shutdown::Shutdown;
 
 /// Responses a connection may have outstanding before it stops reading requests.
@@ -33,7 +33,13 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn run(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: Shutdown) {
+pub async fn run(
+    socket: TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+    broker: Arc<Broker>,
+    shutdown: Shutdown,
+) {
     let (mut reader, writer) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
     let write_task = tokio::spawn(write_loop(writer, rx));
@@ -56,7 +62,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutd
         };
         metrics::BYTES_IN.inc_by(frame.len() as u64 + 4);
         let reply = tokio::select! {
-            r = protocol::handle(&broker, frame, peer) => r,
+            r = protocol::handle(&broker, frame, peer, listener) => r,
             _ = shutdown.clone().wait() => break,
         };
         match reply {

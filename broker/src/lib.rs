@@ -23,3 +23,17 @@ pub mod raft;
 pub mod server;
 pub mod shutdown;
 pub mod storage;
+
+static VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The version this build reports (`--version`, the admin API, `chronik_build_info`): the
+/// crate version unless the binary set another with [`set_version`].
+pub fn version() -> &'static str {
+    VERSION.get().copied().unwrap_or(env!("CARGO_PKG_VERSION"))
+}
+
+/// Set once by `main` from `CHRONIK_BUILD_VERSION` at build time: only the small binary
+/// crate is rebuilt when it changes (an image built for an upgrade test), not this one.
+pub fn set_version(v: &'static str) {
+    let _ = VERSION.set(v);
+}

@@ -5,6 +5,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    if let Some(v) = option_env!("CHRONIK_BUILD_VERSION").filter(|v| !v.is_empty()) {
+        chronik_broker::set_version(v);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info")))

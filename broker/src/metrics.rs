@@ -13,8 +13,8 @@ use axum::routing::get;
 use axum::Router;
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    TextEncoder,
+    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 use crate::cluster::leadership::LIVENESS_WINDOW;
@@ -142,7 +142,17 @@ static LOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap()
 });
 
+static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "chronik_build_info",
+        "Always 1; the version label is the broker's build",
+        &["version"]
+    )
+    .unwrap()
+});
+
 fn render(catalog: &Catalog, node_id: u64) -> String {
+    BUILD_INFO.with_label_values(&[crate::version()]).set(1);
     let topics = catalog.topics();
     let partitions = topics.iter().flat_map(|t| t.partitions.iter());
     let (mut count, mut led, mut bytes, mut urp) = (0i64, 0i64, 0i64, 0i64);

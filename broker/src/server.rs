@@ -1,4 +1,5 @@
-//! The Kafka listener: accepts connections and gives each its own task.
+//! A Kafka listener (internal or external): accepts connections and gives each its own
+//! task.
 
 use std::sync::Arc;
 
@@ -6,9 +7,10 @@ use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::protocol::Listener;
 use crate::shutdown::Shutdown;
 
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, kind: Listener, broker: Arc<Broker>, shutdown: Shutdown) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -18,7 +20,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Shutdow
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
-                        connection::run(socket, peer, broker, shutdown).await;
+                        connection::run(socket, peer, kind, broker, shutdown).await;
                     });
                 }
                 Err(e) => {

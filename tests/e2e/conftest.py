@@ -380,7 +380,8 @@ def cluster_factory(request, tmp_path_factory):
     started: list[ChronikBroker] = []
 
     def make(n: int = 3, config: dict | None = None,
-             env: dict | None = None) -> list[ChronikBroker]:
+             env: dict | None = None, args=None) -> list[ChronikBroker]:
+        """`args`, if given, maps each broker to extra command-line arguments."""
         if EXTERNAL_BOOTSTRAP:
             pytest.skip("needs a Chronik cluster; KAFKA_EXTERNAL_BOOTSTRAP is set")
         brokers = [ChronikBroker(tmp_path_factory.mktemp(f"node{i}"), config=config, node_id=i)
@@ -388,6 +389,8 @@ def cluster_factory(request, tmp_path_factory):
         for b in brokers:
             b.peers = [(o.node_id, o.admin_addr) for o in brokers if o is not b]
             b.env.update(env or {})
+            if args:
+                b.extra_args += args(b)
             _register(request, b)
             started.append(b)
         for b in brokers:

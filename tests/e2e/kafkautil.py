@@ -280,7 +280,9 @@ def admin_stub(broker, admin_pb):
 
 
 def subscribe_and_wait(c, topic: str, timeout: float = 30) -> None:
-    """Subscribes a group consumer and polls until the group assigned it partitions."""
+    """Subscribes a group consumer and polls until the group assigned it partitions.
+    Records polled while waiting are dropped: call it before the records that matter
+    are produced."""
     c.subscribe([topic])
     deadline = time.monotonic() + timeout
     while not c.assignment() and time.monotonic() < deadline:

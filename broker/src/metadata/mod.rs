@@ -87,6 +87,17 @@ pub struct BrokerRecord {
     pub port: i32,
     /// Advertised cluster (gRPC) endpoint, host:port.
     pub cluster_addr: String,
+    /// Advertised address of the external Kafka listener, when it has one (clients
+    /// outside the Kubernetes cluster: the node address and the broker's node port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<Endpoint>,
+}
+
+/// A host and port that clients connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

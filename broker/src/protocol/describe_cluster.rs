@@ -6,11 +6,15 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::str_bytes;
+use super::{str_bytes, Listener};
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, _req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let brokers = super::metadata::known_brokers(broker)
+pub fn handle(
+    broker: &Arc<Broker>,
+    _req: DescribeClusterRequest,
+    listener: Listener,
+) -> DescribeClusterResponse {
+    let brokers = super::metadata::advertised_brokers(broker, listener)
         .into_iter()
         .map(|(id, host, port)| {
             DescribeClusterBroker::default()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::{errors, str_bytes};
+use super::{errors, str_bytes, Ctx};
 use crate::broker::Broker;
 
 const GROUP_KEY: i8 = 0;
@@ -15,10 +15,11 @@ const GROUP_KEY: i8 = 0;
 pub fn handle(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
-    version: i16,
+    ctx: &Ctx,
 ) -> FindCoordinatorResponse {
+    let version = ctx.version;
     let coordinator = broker.catalog.metadata_leader().and_then(|id| {
-        super::metadata::known_brokers(broker)
+        super::metadata::advertised_brokers(broker, ctx.listener)
             .into_iter()
             .find(|b| b.0 == id as i32)
     });

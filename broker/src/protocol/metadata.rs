@@ -9,11 +9,12 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
-use super::{create_topics, errors, str_bytes};
+use super::{create_topics, errors, str_bytes, Ctx, Listener};
 use crate::broker::Broker;
 use crate::metadata::TopicView;
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, ctx: &Ctx) -> MetadataResponse {
+    let version = ctx.version;
     // v0 has no null list: an empty list means all topics there.
     let requested: Option<Vec<_>> = match req.topics {
         Some(t) if !(t.is_empty() && version == 0) => Some(t),
@@ -58,7 +59,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             out
         }
     };
-    let brokers = known_brokers(broker)
+    let brokers = advertised_brokers(broker, ctx.listener)
         .into_iter()
         .map(|(id, host, port)| {
             MetadataResponseBroker::default()
@@ -91,6 +92,27 @@ pub fn known_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
         .collect();
     if !brokers.iter().any(|b| b.0 == broker.node_id) {
         brokers.push((broker.node_id, broker.host.clone(), broker.port));
+    }
+    brokers
+}
+
+/// The brokers as clients of `listener` reach them: on the external listener, only the
+/// brokers that have one, at their external addresses (as Kafka lists a listener's
+/// endpoints only).
+pub fn advertised_brokers(broker: &Broker, listener: Listener) -> Vec<(i32, String, i32)> {
+    if listener == Listener::Internal {
+        return known_brokers(broker);
+    }
+    let mut brokers: Vec<(i32, String, i32)> = broker
+        .catalog
+        .brokers()
+        .into_iter()
+        .filter_map(|b| b.external.map(|e| (b.id as i32, e.host, e.port)))
+        .collect();
+    if let Some(own) = &broker.external {
+        if !brokers.iter().any(|b| b.0 == broker.node_id) {
+            brokers.push((broker.node_id, own.host.clone(), own.port));
+        }
     }
     brokers
 }

@@ -95,14 +95,20 @@ pub fn decode(mut frame: Bytes, peer: SocketAddr) -> anyhow::Result<Decoded> {
         correlation_id,
         client_id: header.client_id.clone().unwrap_or_default(),
         peer,
+        listener: Listener::Internal,
         started,
     };
     Ok(Decoded::Request(Box::new((ctx, request))))
 }
 
 /// Decodes one request frame and runs its handler.
-pub async fn handle(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> anyhow::Result<Reply> {
-    let (ctx, request) = match decode(frame, peer)? {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: SocketAddr,
+    listener: Listener,
+) -> anyhow::Result<Reply> {
+    let (mut ctx, request) = match decode(frame, peer)? {
         Decoded::Request(decoded) => *decoded,
         Decoded::UnsupportedApiVersions(correlation_id) => {
             return Ok(Reply::Now(Some(api_versions::unsupported_version(
@@ -110,6 +116,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> any
             ))))
         }
     };
+    ctx.listener = listener;
     let version = ctx.version;
     metrics::REQUESTS
         .with_label_values(&[api_name(ctx.api_key)])
@@ -117,15 +124,13 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> any
     let response = match request {
         RequestKind::Produce(r) => return produce::handle(broker, r, ctx),
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(broker, r, version).await)
-        }
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, &ctx).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, version))
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, &ctx))
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(join_group::handle(broker, r, &ctx).await)
@@ -165,7 +170,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> any
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r))
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(broker, r))
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, ctx.listener))
         }
         other => bail!("no handler for {other:?}"),
     };
@@ -180,7 +185,18 @@ pub struct Ctx {
     pub client_id: StrBytes,
     /// The client's address (JoinGroup records it for DescribeGroups).
     pub peer: SocketAddr,
+    /// The listener the request came in on: it decides which broker addresses it is told.
+    pub listener: Listener,
     pub started: Instant,
+}
+
+/// The Kafka listeners a broker may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The advertised address (inside the cluster's network).
+    Internal,
+    /// The external address (`--external-kafka-addr`): clients outside that network.
+    External,
 }
 
 impl Ctx {
