@@ -88,6 +88,12 @@ pub const IMAGE_PATTERN: &str = concat!(
         "message": "config.default_replication_factor must not exceed replicas",
         "reason": "FieldValueInvalid",
         "fieldPath": ".config"
+    },
+    {
+        "rule": "!has(self.listeners) || !has(self.listeners.external) || self.listeners.external.nodePortBase + self.replicas <= 32767",
+        "message": "listeners.external.nodePortBase + replicas must be a node port (at most 32767)",
+        "reason": "FieldValueInvalid",
+        "fieldPath": ".listeners.external.nodePortBase"
     }
 ]))]
 pub struct ChronikClusterSpec {
@@ -129,6 +135,55 @@ pub struct ChronikClusterSpec {
     /// Partition rebalancing behaviour.
     #[serde(default)]
     pub rebalance: RebalanceSpec,
+
+    /// Kafka listeners: the internal one (pod DNS names, always on) and an optional
+    /// external one for clients outside the Kubernetes cluster.
+    #[serde(default, skip_serializing_if = "Listeners::is_empty")]
+    pub listeners: Listeners,
+}
+
+/// The cluster's Kafka listeners besides the internal one.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Listeners {
+    /// Clients outside the cluster: every broker gets a Service of its own and advertises
+    /// an address such clients reach (as Strimzi's and Redpanda's external listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalListener>,
+}
+
+impl Listeners {
+    pub fn is_empty(&self) -> bool {
+        self.external.is_none()
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalListener {
+    /// How the brokers are exposed: `NodePort` (a Service per broker on node port
+    /// `nodePortBase` + broker id; each broker advertises its node's address and that port).
+    #[serde(rename = "type")]
+    pub type_: ExternalListenerType,
+    /// Broker N listens on node port nodePortBase + N (default 31090: brokers 1, 2, 3 on
+    /// 31091, 31092, 31093). The range must fit the cluster's node-port range.
+    #[serde(default = "default_node_port_base")]
+    #[schemars(range(min = 30000, max = 32766))]
+    pub node_port_base: i32,
+    /// Host advertised instead of each broker's node address (a DNS name resolving to
+    /// the nodes, or an address in front of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub advertised_host: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ExternalListenerType {
+    NodePort,
+}
+
+fn default_node_port_base() -> i32 {
+    31090
 }
 
 /// Persistent storage of each broker.
@@ -368,6 +423,21 @@ pub struct ChronikClusterStatus {
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_upgrade: Option<OperationOutcome>,
+
+    /// Where clients connect, one entry per listener (`internal`, `external`), e.g.
+    /// `kubectl get ck NAME -o jsonpath='{.status.listeners[?(@.name=="external")].bootstrapServers}'`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    /// `internal` or `external`.
+    pub name: String,
+    /// Comma-separated host:port list to bootstrap from.
+    pub bootstrap_servers: String,
 }
 
 /// Coarse state of the cluster, for `kubectl get ck`.

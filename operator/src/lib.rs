@@ -3,6 +3,7 @@
 //! - [`crd`]: the resource types, their validation, and the generated CRD YAML;
 //! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget,
 //!   as pure functions of a cluster;
+//! - [`listeners`]: where clients connect (`status.listeners`);
 //! - [`reconcile`]: server-side apply of those objects and the status subresource;
 //! - [`upgrade`]: the rolling upgrade's plan (which broker restarts next, or why not);
 //! - [`scaling`]: rebalance after a scale-up, decommission before a scale-down;
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod crd;
 pub mod leader;
+pub mod listeners;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
@@ -30,7 +32,7 @@ mod tests {
         let generated = crate::crd::crd_yaml();
         for path in [
             "crds/chronikcluster.yaml",
-            "charts/chronik-operator/crds/chronikcluster.yaml",
+            "charts/chronik/crds/chronikcluster.yaml",
         ] {
             let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
             let checked_in = std::fs::read_to_string(full).unwrap_or_default();

@@ -31,6 +31,7 @@ use crate::admin::{self, Endpoints};
 use crate::crd::{
     BrokerStatus, ChronikCluster, ChronikClusterStatus, OperationOutcome, Phase, FIELD_MANAGER,
 };
+use crate::listeners;
 use crate::metrics::Metrics;
 use crate::resources::{self, SpecError, CONTAINER_NAME, POD_INDEX_LABEL};
 use crate::scaling;
@@ -537,6 +538,39 @@ where
     Ok((applied, outcome))
 }
 
+/// Applies the external listener's per-broker Services for brokers `1..=brokers` (those
+/// of brokers still being decommissioned included) and deletes the others: those of
+/// brokers gone, or all of them when the listener was turned off.
+async fn apply_external_services(
+    ctx: &Context,
+    cluster: &ChronikCluster,
+    ns: &str,
+    brokers: i32,
+) -> Result<(), Error> {
+    let wanted = resources::external_services(cluster, brokers)?;
+    for service in &wanted {
+        apply_object(ctx, cluster, ns, service).await?;
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!(
+        "{},{}",
+        resources::selector_string(cluster),
+        resources::EXTERNAL_BROKER_LABEL
+    );
+    for existing in api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let name = existing.name_any();
+        if !wanted.iter().any(|w| w.name_any() == name) {
+            info!(%name, "deleting the external Service of a broker that is gone");
+            api.delete(&name, &Default::default()).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Where the rolling upgrade stands after this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roll {
@@ -845,9 +879,11 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
     apply_object(&ctx, &cluster, &ns, &desired.client_service).await?;
     apply_object(&ctx, &cluster, &ns, &desired.pdb).await?;
     let (sts, _) = apply_object(&ctx, &cluster, &ns, &desired.stateful_set).await?;
+    apply_external_services(&ctx, &cluster, &ns, scale.replicas).await?;
 
     let now = now();
     let mut status = observed_status(&cluster, sts.status.as_ref(), &pods, &now);
+    status.listeners = listeners::statuses(&cluster, &pods);
     apply_admin_answer(&cluster, &mut status, answer, &now);
     let was_moving = cluster
         .status

@@ -8,6 +8,7 @@
 //! | client Service (Kafka bootstrap, metrics) | `<name>` |
 //! | StatefulSet of brokers `<name>-1` .. `<name>-<replicas>` | `<name>` |
 //! | PodDisruptionBudget, maxUnavailable 1 | `<name>` |
+//! | NodePort Service per broker (external listener only) | `<name>-<id>-external` |
 
 use std::collections::BTreeMap;
 
@@ -16,10 +17,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort,
+    ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -33,6 +35,14 @@ use crate::crd::ChronikCluster;
 pub const KAFKA_PORT: i32 = 9092;
 pub const CLUSTER_PORT: i32 = 9093;
 pub const METRICS_PORT: i32 = 9644;
+/// The external listener's container port (its node port differs per broker).
+pub const EXTERNAL_PORT: i32 = 9094;
+/// Label on the per-broker external Services: the broker id they expose.
+pub const EXTERNAL_BROKER_LABEL: &str = "chronik.io/external-broker";
+/// The label the StatefulSet controller puts on each pod: its name.
+const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// The user and group the images run as (the distroless `nonroot` user).
+pub const BROKER_UID: i64 = 65532;
 pub const DATA_DIR: &str = "/var/lib/chronik";
 pub const CONFIG_DIR: &str = "/etc/chronik";
 pub const CONFIG_KEY: &str = "broker.toml";
@@ -292,7 +302,7 @@ fn env_field(name: &str, field_path: &str) -> EnvVar {
 pub fn broker_env(cluster: &ChronikCluster) -> Vec<EnvVar> {
     let headless = Names::of(cluster).headless_service;
     let pod_dns = format!("$(POD_NAME).{headless}.$(POD_NAMESPACE).svc");
-    vec![
+    let mut vars = vec![
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
         env_field(
@@ -317,7 +327,67 @@ pub fn broker_env(cluster: &ChronikCluster) -> Vec<EnvVar> {
             "CHRONIK_PEER_SRV",
             format!("_cluster._tcp.{headless}.$(POD_NAMESPACE).svc"),
         ),
-    ]
+    ];
+    if let Some(external) = &cluster.spec.listeners.external {
+        let host = external
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| "$(HOST_IP)".into());
+        vars.extend([
+            env_field("HOST_IP", "status.hostIP"),
+            env(
+                "CHRONIK_EXTERNAL_KAFKA_ADDR",
+                format!("0.0.0.0:{EXTERNAL_PORT}"),
+            ),
+            env(
+                "CHRONIK_ADVERTISED_EXTERNAL_KAFKA_ADDR",
+                format!("{host}:{}", external.node_port_base),
+            ),
+            env("CHRONIK_EXTERNAL_PORT_PLUS_NODE_ID", "true"),
+        ]);
+    }
+    vars
+}
+
+/// The NodePort Service of each of brokers `1..=brokers` (none without an external
+/// listener): node port `nodePortBase + id` to that broker's pod only, since a client
+/// must reach the very broker that leads its partition.
+pub fn external_services(
+    cluster: &ChronikCluster,
+    brokers: i32,
+) -> Result<Vec<Service>, SpecError> {
+    let Some(external) = &cluster.spec.listeners.external else {
+        return Ok(vec![]);
+    };
+    let name = cluster.name_any();
+    (1..=brokers)
+        .map(|id| {
+            let mut metadata = meta(cluster, &format!("{name}-{id}-external"))?;
+            metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(EXTERNAL_BROKER_LABEL.into(), id.to_string());
+            Ok(Service {
+                metadata,
+                spec: Some(ServiceSpec {
+                    type_: Some("NodePort".into()),
+                    selector: Some(BTreeMap::from([(
+                        POD_NAME_LABEL.to_string(),
+                        format!("{name}-{id}"),
+                    )])),
+                    ports: Some(vec![ServicePort {
+                        node_port: Some(external.node_port_base + id),
+                        ..tcp_port("external", EXTERNAL_PORT)
+                    }]),
+                    // Ready or not: a broker that is starting must be reachable by the
+                    // clients its metadata already names.
+                    publish_not_ready_addresses: Some(true),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            })
+        })
+        .collect()
 }
 
 /// Every broker of the cluster as `ID@pod-dns:port`: the voters of the metadata group when
@@ -357,6 +427,18 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }
+}
+
+fn broker_ports(cluster: &ChronikCluster) -> Vec<ContainerPort> {
+    let mut ports = vec![
+        container_port("kafka", KAFKA_PORT),
+        container_port("cluster", CLUSTER_PORT),
+        container_port("metrics", METRICS_PORT),
+    ];
+    if cluster.spec.listeners.external.is_some() {
+        ports.push(container_port("external", EXTERNAL_PORT));
+    }
+    ports
 }
 
 /// Default placement: prefer brokers of one cluster on different nodes.
@@ -399,11 +481,16 @@ pub fn stateful_set(cluster: &ChronikCluster) -> Result<StatefulSet, SpecError> 
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["chronik-broker".into()]),
         env: Some(broker_env(cluster)),
-        ports: Some(vec![
-            container_port("kafka", KAFKA_PORT),
-            container_port("cluster", CLUSTER_PORT),
-            container_port("metrics", METRICS_PORT),
-        ]),
+        ports: Some(broker_ports(cluster)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
         resources: spec.resources.clone(),
         // Opening RocksDB and replaying the Raft logs can take a while on a big volume.
         startup_probe: Some(http_probe("/healthz", 5, 60)),
@@ -449,6 +536,14 @@ pub fn stateful_set(cluster: &ChronikCluster) -> Result<StatefulSet, SpecError> 
 
     let pod_spec = PodSpec {
         containers: vec![container],
+        // The images' non-root user; the volume is made its group's.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(BROKER_UID),
+            run_as_group: Some(BROKER_UID),
+            fs_group: Some(BROKER_UID),
+            ..PodSecurityContext::default()
+        }),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         affinity: Some(
             overrides
@@ -567,6 +662,8 @@ pub struct Desired {
     pub client_service: Service,
     pub pdb: PodDisruptionBudget,
     pub stateful_set: StatefulSet,
+    /// One per broker of the spec (the reconciler adds those of brokers still leaving).
+    pub external_services: Vec<Service>,
 }
 
 pub fn desired(cluster: &ChronikCluster) -> Result<Desired, SpecError> {
@@ -577,6 +674,7 @@ pub fn desired(cluster: &ChronikCluster) -> Result<Desired, SpecError> {
         client_service: client_service(cluster)?,
         pdb: pod_disruption_budget(cluster)?,
         stateful_set: stateful_set(cluster)?,
+        external_services: external_services(cluster, cluster.spec.replicas)?,
     })
 }
 
@@ -600,6 +698,7 @@ mod tests {
             rack_awareness: None,
             pod_template: None,
             rebalance: RebalanceSpec::default(),
+            listeners: Default::default(),
         }
     }
 

@@ -1600,7 +1600,7 @@ async fn the_chart_rbac_is_enough_and_no_more() {
     // The chart's RBAC template, rendered for this namespace as Helm would.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let template =
-        std::fs::read_to_string(repo.join("charts/chronik-operator/templates/rbac.yaml")).unwrap();
+        std::fs::read_to_string(repo.join("charts/chronik/templates/rbac.yaml")).unwrap();
     let rendered = template.replace("{{ .Release.Namespace }}", &ns);
     assert!(
         !rendered.contains("{{"),
