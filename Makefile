@@ -6,7 +6,8 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
-.PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean
+.PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean \
+	k8s-up k8s-down k8s-smoke images e2e-k8s
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
 deps:
@@ -60,7 +61,7 @@ chaos: build
 # The CRD is generated from operator/src/crd.rs; a unit test fails when these copies drift.
 crds: build
 	$(CARGO_TARGET_DIR)/release/crdgen > crds/chronikcluster.yaml
-	cp crds/chronikcluster.yaml charts/chronik-operator/crds/chronikcluster.yaml
+	cp crds/chronikcluster.yaml charts/chronik/crds/chronikcluster.yaml
 
 bench: build
 	CHRONIK_BROKER_BIN=$(BROKER) bench/run.sh
@@ -73,6 +74,39 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd broker/fuzz && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-fuzz RUSTC_BOOTSTRAP=1 \
 		cargo fuzz run decode_request -s none -- -max_total_time=$(FUZZ_SECONDS)
+
+# A real single-node Kubernetes as local processes (tools/k8s/README.md): etcd, API server,
+# controller-manager, scheduler, containerd, kubelet, kube-proxy, CoreDNS. Needs root. State
+# in .k8s/ (kept by k8s-down; `tools/k8s/node.sh purge .k8s` for a fresh cluster). Not part
+# of `make test`. `eval "$$(tools/k8s/node.sh env .k8s)"` sets KUBECONFIG and PATH (kubectl, helm).
+k8s-up:
+	bash tools/k8s/node.sh up .k8s
+
+k8s-down:
+	bash tools/k8s/node.sh down .k8s
+
+k8s-smoke:
+	bash tools/k8s/node-smoke.sh .k8s
+
+# Image tarballs (tools/images/build.sh) of the broker, the operator and the e2e client,
+# plus a broker reporting version TAG-next for the rolling-upgrade scenario: the broker is
+# relinked with CHRONIK_BUILD_VERSION set, then again without (~1 min each).
+TAG ?= $(shell awk -F'"' '/^version *=/ {print $$2; exit}' Cargo.toml)
+IMAGES_DIR ?= $(CARGO_TARGET_DIR)/images
+images: build
+	mkdir -p $(IMAGES_DIR)
+	CHRONIK_BUILD_VERSION=$(TAG)-next cargo build --release --workspace --all-targets
+	cp $(BROKER) $(IMAGES_DIR)/chronik-broker-next
+	cargo build --release --workspace --all-targets
+	bash tools/images/build.sh $(IMAGES_DIR) $(TAG) $(IMAGES_DIR)/chronik-broker-next
+
+# The Kubernetes e2e suite (e2e/) on the local node: up, import the images, run, down.
+e2e-k8s: images
+	bash tools/k8s/node.sh up .k8s >/dev/null
+	bash tools/k8s/node.sh import .k8s $(IMAGES_DIR)/broker.tar $(IMAGES_DIR)/broker-next.tar \
+		$(IMAGES_DIR)/operator.tar $(IMAGES_DIR)/kclient.tar
+	KUBECONFIG=$(CURDIR)/.k8s/kubeconfig CHRONIK_TAG=$(TAG) $(PYTHON) e2e/run.py; \
+		rc=$$?; bash tools/k8s/node.sh down .k8s; exit $$rc
 
 clean:
 	cargo clean

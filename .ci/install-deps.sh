@@ -3,8 +3,9 @@
 #   - Debian packages (apt-get update once, only when something is missing)
 #   - Python test requirements (tests/requirements.txt)
 #   - Apache Kafka Java client jars (tests/java/fetch-jars.sh, cached in ~/.cache/chronik/jars)
-#   - kube-apiserver, etcd and kubectl for the operator's integration tests
-#     (tools/k8s/build.sh, cached in ~/.cache/chronik/k8s)
+#   - kube-apiserver, etcd and kubectl for the operator's integration tests, and the rest of
+#     a single-node cluster (kubelet, controller-manager, scheduler, kube-proxy, CoreDNS,
+#     helm: tools/k8s/node.sh) (tools/k8s/build.sh, cached in ~/.cache/chronik/k8s)
 # Safe to run repeatedly, as root, non-interactively (CI=true, no stdin).
 set -euo pipefail
 
@@ -23,6 +24,7 @@ apt_pkgs=(
   curl ca-certificates procps
   openssl                              # operator tests: tools/k8s/control-plane.sh makes its certificates
   iproute2 nftables e2fsprogs          # chaos suite: namespaces, partitions, slow links, small disks
+  containerd runc containernetworking-plugins iptables conntrack  # tools/k8s/node.sh: a real node
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build the pinned kube-apiserver, kubectl and etcd (versions from go.mod in
-# this directory) into a cache directory and print that bin directory.
+# Build the pinned Kubernetes binaries (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy, kubectl), etcd, CoreDNS and helm
+# (versions from go.mod here, coredns/go.mod and helm/go.mod) into a cache
+# directory and print that bin directory.
 #
 #   BIN=$(tools/k8s/build.sh)        # -> $CHRONIK_CACHE/k8s/<version>/bin
 #
-# Idempotent: when the binaries for the pinned go.mod/go.sum already exist the
+# Idempotent: when the binaries for the pinned go.mod/go.sum files already exist the
 # script returns at once without invoking go (no network, no compiler).
 # stdout carries only the bin directory; all logs go to stderr.
 #
@@ -18,25 +20,32 @@
 set -euo pipefail
 
 # Bump when the build recipe below changes in a way that changes the output.
-BUILD_REV=1
+BUILD_REV=2
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { printf '[k8s/build] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-modver() { # version of a required module, read from go.mod
-  awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$here/go.mod"
+modver() { # MODULE [GO.MOD]: version of a required module, read from go.mod
+  awk -v m="$1" '($1 == m && $2 ~ /^v/) || ($1 == "require" && $2 == m) { print ($1 == "require" ? $3 : $2); exit }' "$here/${2:-go.mod}"
 }
 K8S_VERSION="$(modver k8s.io/kubernetes)"
 ETCD_VERSION="$(modver go.etcd.io/etcd/server/v3)"
 [[ -n "$K8S_VERSION" && -n "$ETCD_VERSION" ]] || die "cannot read pinned versions from $here/go.mod"
+COREDNS_VERSION="$(modver github.com/coredns/coredns coredns/go.mod)"
+HELM_VERSION="$(modver helm.sh/helm/v3 helm/go.mod)"
+[[ -n "$COREDNS_VERSION" && -n "$HELM_VERSION" ]] || die "cannot read pinned versions from $here/{coredns,helm}/go.mod"
 
 CACHE="${CHRONIK_CACHE:-$HOME/.cache/chronik}"
 VERSION_DIR="$CACHE/k8s/${K8S_VERSION}-etcd${ETCD_VERSION#v}"
 BIN="$VERSION_DIR/bin"
-BINARIES=(kube-apiserver kubectl etcd)
+# The main module's binaries: all built by one `go build`, so that the packages
+# they share (client-go, apiserver, ...) are compiled once.
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+BINARIES=(etcd "${K8S_CMDS[@]}" coredns helm)
 
-stamp="$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-16)-r$BUILD_REV"
+stamp="$(cd "$here" && cat go.mod go.sum coredns/go.mod coredns/go.sum helm/go.mod helm/go.sum |
+  sha256sum | cut -c1-16)-r$BUILD_REV"
 
 have_all() {
   local b
@@ -68,7 +77,7 @@ export GOMODCACHE="${GOMODCACHE:-$CACHE/go/mod}"
 export GOCACHE="${GOCACHE:-$CACHE/go/build}"
 export CGO_ENABLED=0 # static binaries, as the upstream release builds
 
-log "building kubernetes $K8S_VERSION (kube-apiserver, kubectl) and etcd $ETCD_VERSION with $(go version)"
+log "building kubernetes $K8S_VERSION (${K8S_CMDS[*]}), etcd $ETCD_VERSION, coredns $COREDNS_VERSION, helm $HELM_VERSION with $(go version)"
 log "GOMODCACHE=$GOMODCACHE GOCACHE=$GOCACHE"
 
 # Version stamping as kubernetes' hack/lib/version.sh does it; without it the
@@ -86,23 +95,48 @@ rm -rf "$tmp"
 mkdir -p "$tmp/bin"
 trap 'rm -rf "$tmp"' EXIT
 
-build() { # build OUTPUT PACKAGE
-  local start=$SECONDS
-  log "go build $2 -> $1"
-  (cd "$here" && nice -n "${CHRONIK_K8S_NICE:-19}" \
-    go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/$1" "$2") >&2
-  log "built $1 in $((SECONDS - start))s"
+# go build DIR LDFLAGS PACKAGE...: one invocation per module; binaries land in
+# $tmp/bin named after the package's last path element (a trailing /vN is
+# skipped: go.etcd.io/etcd/server/v3 -> "server").
+gobuild() {
+  local dir="$1" flags="$2" start=$SECONDS
+  shift 2
+  log "go build ($dir) $*"
+  (cd "$here/$dir" && nice -n "${CHRONIK_K8S_NICE:-19}" \
+    go build -trimpath -ldflags "$flags" -o "$tmp/bin/" "$@") >&2
+  log "built $dir in $((SECONDS - start))s"
 }
 total=$SECONDS
-build etcd go.etcd.io/etcd/server/v3
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-build kubectl k8s.io/kubernetes/cmd/kubectl
+k8s_pkgs=()
+for c in "${K8S_CMDS[@]}"; do k8s_pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+gobuild . "$ldflags" go.etcd.io/etcd/server/v3 "${k8s_pkgs[@]}"
+mv "$tmp/bin/server" "$tmp/bin/etcd"
 
+# CoreDNS: the version is a constant in coremain; only the commit is stamped.
+gobuild coredns "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+  github.com/coredns/coredns
+
+# helm, stamped as its Makefile does (the kubernetes minor it assumes for
+# .Capabilities and deprecation lint comes from its client-go version).
+helm_k8s="$(modver k8s.io/client-go helm/go.mod)" # v0.34.2 -> 1.34
+helm_k8s_minor="${helm_k8s#v0.}"; helm_k8s_minor="${helm_k8s_minor%%.*}"
+helm_flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_k8s_minor"
+done
+gobuild helm "$helm_flags" helm.sh/helm/v3/cmd/helm
+
+for b in "${BINARIES[@]}"; do [[ -x "$tmp/bin/$b" ]] || die "go build did not produce $b"; done
 "$tmp/bin/kube-apiserver" --version >&2
+"$tmp/bin/kubelet" --version >&2
 "$tmp/bin/etcd" --version >&2
+"$tmp/bin/coredns" -version >&2
+"$tmp/bin/helm" version --short >&2
 
 echo "$stamp" >"$tmp/stamp"
-printf 'kubernetes %s\netcd %s\n%s\n' "$K8S_VERSION" "$ETCD_VERSION" "$(go version)" >"$tmp/VERSIONS"
+printf 'kubernetes %s\netcd %s\ncoredns %s\nhelm %s\n%s\n' "$K8S_VERSION" "$ETCD_VERSION" \
+  "$COREDNS_VERSION" "$HELM_VERSION" "$(go version)" >"$tmp/VERSIONS"
 rm -rf "$VERSION_DIR"
 mv "$tmp" "$VERSION_DIR"
 trap - EXIT
