@@ -260,12 +260,18 @@ impl Admin for AdminService {
         request: Request<DecommissionRequest>,
     ) -> Result<Response<DecommissionResponse>, Status> {
         let b = self.starting.broker()?;
-        let node = request.into_inner().node_id;
-        let node = u64::try_from(node)
+        let req = request.into_inner();
+        let node = u64::try_from(req.node_id)
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| Status::invalid_argument("node_id must be a broker id >= 1"))?;
-        let brokers = live_brokers(b);
+        let leaving: Vec<u64> = req
+            .also_leaving
+            .iter()
+            .filter_map(|n| u64::try_from(*n).ok())
+            .collect();
+        let mut brokers = live_brokers(b);
+        brokers.retain(|b| !leaving.contains(b));
         let targets = placement::decommission(&placement_of(b), &brokers, node).map_err(|g| {
             Status::failed_precondition(format!(
                 "partition group {g} has no other live broker to move to: its replication \

@@ -107,11 +107,15 @@ pub async fn rebalance_status(uri: &str) -> Result<RebalanceStatusResponse, Stri
         .map_err(|s| format!("{uri}: {}", s.message()))
 }
 
-/// Starts moving every replica off broker `node` (asked of any broker).
-pub async fn decommission(uri: &str, node: i32) -> Result<(), String> {
+/// Starts moving every replica off broker `node` (asked of any broker), onto brokers
+/// other than `also_leaving`.
+pub async fn decommission(uri: &str, node: i32, also_leaving: &[i32]) -> Result<(), String> {
     connect(uri)
         .await?
-        .decommission(DecommissionRequest { node_id: node })
+        .decommission(DecommissionRequest {
+            node_id: node,
+            also_leaving: also_leaving.to_vec(),
+        })
         .await
         .map(|_| ())
         .map_err(|s| format!("{uri}: {}", s.message()))

@@ -64,11 +64,20 @@ pub fn max_replication_factor(cs: &ClusterStatusResponse) -> usize {
         .unwrap_or(0)
 }
 
-/// Whether a ready broker holds no replica while the cluster has partitions: a new
-/// broker that a rebalance should fill.
-pub fn has_empty_broker(cs: &ClusterStatusResponse) -> bool {
+/// Whether a ready broker that stays (id within `wanted`) holds no replica while the
+/// cluster has partitions: a new broker that a rebalance should fill.
+pub fn has_empty_broker(cs: &ClusterStatusResponse, wanted: i32) -> bool {
     cs.summary.is_some_and(|s| s.total > 0)
-        && cs.brokers.iter().any(|b| b.ready && b.replica_count == 0)
+        && cs
+            .brokers
+            .iter()
+            .any(|b| b.ready && b.node_id <= wanted && b.replica_count == 0)
+}
+
+/// Whether brokers above `wanted` still run: decommissioned, empty, their pods on the way
+/// out. A rebalance now would hand them replicas again just before they go.
+pub fn leavers_still_running(cs: &ClusterStatusResponse, wanted: i32) -> bool {
+    cs.brokers.iter().any(|b| b.ready && b.node_id > wanted)
 }
 
 pub async fn plan(
@@ -109,11 +118,12 @@ async fn scale_down(uri: &str, cs: &ClusterStatusResponse, current: i32, wanted:
             ..Scale::settled(current)
         };
     }
-    for id in leaving(current, wanted) {
+    let all_leaving = leaving(current, wanted);
+    for &id in &all_leaving {
         match admin::decommission_status(uri, id).await {
             Ok(s) if s.done => continue,
             Ok(s) => {
-                if let Err(e) = admin::decommission(uri, id).await {
+                if let Err(e) = admin::decommission(uri, id, &all_leaving).await {
                     return Scale::moving(current, "DecommissionFailed", e);
                 }
                 return Scale::moving(
@@ -145,7 +155,10 @@ async fn rebalance_if_needed(
         Ok(_) => {}
         Err(e) => return Scale::moving(wanted, "GateUnavailable", e),
     }
-    if (ready.len() as i32) < wanted || !has_empty_broker(cs) {
+    if (ready.len() as i32) < wanted
+        || leavers_still_running(cs, wanted)
+        || !has_empty_broker(cs, wanted)
+    {
         return Scale::settled(wanted);
     }
     match admin::rebalance(uri).await {
@@ -200,12 +213,17 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(has_empty_broker(&cs));
+        assert!(has_empty_broker(&cs, 4));
         assert_eq!(max_replication_factor(&cs), 3);
         let empty = ClusterStatusResponse::default();
         assert!(
-            !has_empty_broker(&empty),
+            !has_empty_broker(&empty, 4),
             "no partitions: nothing to rebalance"
         );
+        // Scaled down to 3 and broker 4 emptied by its decommission, its pod still
+        // stopping: not a broker to fill, and no rebalance until it is gone.
+        assert!(!has_empty_broker(&cs, 3));
+        assert!(leavers_still_running(&cs, 3));
+        assert!(!leavers_still_running(&cs, 4));
     }
 }

@@ -281,6 +281,13 @@ def test_rebalance_moves_replicas_to_a_new_broker_and_decommission_moves_them_of
     got = confluent_read_all(bootstrap(brokers), topic_name, expected=600)
     assert sorted(r.value for r in got) == sorted(first)
 
+    # The replicas moved onto broker 4 are its own after a crash too: restarted, it opens
+    # them again and every group returns to three in-sync voters.
+    brokers[3].kill9()
+    brokers[3].restart()
+    members = lambda v: {p: (r, isr) for p, (_, r, isr) in v.items()}  # noqa: E731
+    assert members(wait_replicated(brokers, topic_name, 6, 3)) == members(view)
+
     # Decommission broker 1: its replicas move to the others; then it can go.
     api.Decommission(pb.DecommissionRequest(node_id=1), timeout=30)
     status = wait_for("the decommission", lambda: (
@@ -299,6 +306,35 @@ def test_rebalance_moves_replicas_to_a_new_broker_and_decommission_moves_them_of
     values = [r.value for r in got]
     assert len(values) == len(set(values)) == 900
     assert set(values) == set(first) | set(second)
+
+
+def test_brokers_leaving_together_never_receive_each_others_replicas(
+        cluster_factory, topic_name, admin_pb):
+    """A scale-down by two decommissions one broker after the other: the replicas of the
+    second must not land on the first (which is about to go), nor bounce back to it."""
+    pb, _ = admin_pb
+    brokers = cluster_factory(BROKERS)
+    create_replicated(brokers, topic_name, 6)
+    cluster_factory.add(brokers)
+    cluster_factory.add(brokers)
+    api = admin_stub(brokers[0], admin_pb)
+    api.Rebalance(pb.RebalanceRequest(), timeout=30)
+    wait_for("the rebalance", lambda: api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10).done)
+    view = wait_replicated(brokers, topic_name, 6, 3)
+    assert any(5 in r for _, r, _ in view.values()) and any(4 in r for _, r, _ in view.values())
+    acked, errors = produce_acked(bootstrap(brokers), topic_name, [b"%d" % i for i in range(300)])
+    assert len(acked) == 300 and not errors
+
+    for node in (5, 4):
+        api.Decommission(pb.DecommissionRequest(node_id=node, also_leaving=[4, 5]), timeout=30)
+        wait_for(f"the decommission of {node}", lambda: api.DecommissionStatus(
+            pb.DecommissionStatusRequest(node_id=node), timeout=10).done)
+    view = wait_replicated(brokers, topic_name, 6, 3)
+    assert all(not {4, 5} & set(r) for _, r, _ in view.values()), view
+    for b in brokers[3:]:
+        assert b.terminate(timeout=30) == 0
+    got = confluent_read_all(bootstrap(brokers[:3]), topic_name, expected=300)
+    assert sorted(r.value for r in got) == sorted(acked)
 
 
 def test_decommission_refuses_when_replicas_have_nowhere_to_go(cluster_factory, topic_name, admin_pb):

@@ -82,6 +82,10 @@ pub struct Driver {
     outbox: HashMap<u64, Vec<(u64, Message)>>,
     /// Messages that may leave only once their Ready (group, number) is durable.
     held: HashMap<(u64, u64), Vec<Message>>,
+    /// Groups whose deletion is queued in the log writer, with word of its landing: a
+    /// group opened again (a replica moved away and straight back) must not load the
+    /// old incarnation's state, nor have it deleted from under it.
+    destroying: HashMap<u64, mpsc::Receiver<()>>,
     /// Blob GC, checked with every retention pass.
     blob_gc: BlobGc,
     pulse: Arc<Pulse>,
@@ -131,6 +135,7 @@ impl Driver {
             transport,
             outbox: HashMap::new(),
             held: HashMap::new(),
+            destroying: HashMap::new(),
             blob_gc: BlobGc::default(),
             pulse: pulse.clone(),
         };
@@ -527,6 +532,7 @@ impl Driver {
             batch,
             readies,
             flushed,
+            landed: vec![],
         };
         if let Some(writer) = &self.writer {
             return writer
@@ -558,7 +564,7 @@ impl Driver {
             Outcome::TopicDeleted(name, record) => {
                 self.catalog.remove_topic(&name);
                 let mut wb = WriteBatch::default();
-                for gid in record.groups {
+                for &gid in &record.groups {
                     if let Some(g) = self.groups.remove(&gid) {
                         for (_, p) in g.proposals {
                             let _ = p.reply.send(Err(ProposeError::UnknownGroup));
@@ -567,7 +573,7 @@ impl Driver {
                     GroupStorage::stage_destroy(gid, &mut wb);
                 }
                 // Through the writer, so it lands after any of the groups' queued writes.
-                self.persist(wb, vec![], vec![])?;
+                self.destroy(record.groups, wb)?;
                 tracing::info!(topic = %name, "topic deleted");
             }
             Outcome::OffsetsCommitted(group, offsets) => {
@@ -619,6 +625,9 @@ impl Driver {
         let Some(shared) = self.catalog.partitions_by_group().remove(&gid) else {
             return Ok(());
         };
+        // Moved away and straight back (a placement that changed its mind): start empty,
+        // as any new replica does, not from the half-deleted old one.
+        self.await_destroyed(gid);
         let machine = PartitionMachine::load(&self.db, shared)?;
         tracing::info!(group = gid, "hosting a new replica");
         self.open_group_with(gid, Some(machine), &initial, &[], false)
@@ -634,10 +643,43 @@ impl Driver {
         }
         let mut wb = WriteBatch::default();
         GroupStorage::stage_destroy(gid, &mut wb);
-        if let Err(e) = self.persist(wb, vec![], vec![]) {
+        if let Err(e) = self.destroy(vec![gid], wb) {
             tracing::error!(group = gid, error = %e, "dropping a removed replica failed");
         }
         tracing::info!(group = gid, "replica moved away; its log is deleted");
+    }
+
+    /// Waits until an earlier incarnation of `gid`, if any, is deleted from disk: at most
+    /// the writer's current pass (a deletion needs no fsync of its own).
+    fn await_destroyed(&mut self, gid: u64) {
+        if let Some(landed) = self.destroying.remove(&gid) {
+            let _ = landed.recv();
+        }
+    }
+
+    /// Queues the deletion of `groups` (staged in `batch`) behind their pending writes.
+    fn destroy(&mut self, groups: Vec<u64>, batch: WriteBatch) -> anyhow::Result<()> {
+        self.destroying
+            .retain(|_, landed| matches!(landed.try_recv(), Err(mpsc::TryRecvError::Empty)));
+        let Some(writer) = &self.writer else {
+            return self.persist(batch, vec![], vec![]);
+        };
+        let mut landed = Vec::with_capacity(groups.len());
+        for gid in groups {
+            let (tx, rx) = mpsc::channel();
+            landed.push(tx);
+            self.destroying.insert(gid, rx);
+        }
+        let job = PersistJob {
+            batch,
+            readies: vec![],
+            flushed: vec![],
+            landed,
+        };
+        writer
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("raft log writer stopped"))?;
+        Ok(())
     }
 
     /// Opens the groups of the partitions this node is a replica of; the others get a
@@ -651,10 +693,21 @@ impl Driver {
                 .replicas_of(i)
                 .map(<[u64]>::to_vec)
                 .unwrap_or_else(|| vec![me]);
-            shared.set_assignment(self.meta.targets.get(&gid).unwrap_or(&replicas));
-            if replicas.contains(&me) {
+            let target = self.meta.targets.get(&gid);
+            shared.set_assignment(target.unwrap_or(&replicas));
+            let hosted = match target {
+                // Moved here, or still here until the move away removes it: what the
+                // disk holds says which (a finished move away deleted it).
+                Some(t) => t.contains(&me) || GroupStorage::exists(&self.db, gid)?,
+                None => replicas.contains(&me),
+            };
+            if hosted {
+                self.await_destroyed(gid);
                 let machine = PartitionMachine::load(&self.db, shared.clone())?;
-                self.open_group(gid, Some(machine), &replicas, &[])?;
+                // A replica added by a move catches up from its leader; only the
+                // partition's first voters campaign when the group is new.
+                let may_campaign = replicas.contains(&me);
+                self.open_group_with(gid, Some(machine), &replicas, &[], may_campaign)?;
             } else {
                 shared.apply_report(0, 0, &replicas, &[]);
             }
@@ -692,6 +745,7 @@ impl Driver {
         may_campaign: bool,
     ) -> anyhow::Result<()> {
         let node_id = self.cfg.node_id;
+        self.await_destroyed(gid);
         let (mut storage, created) = match GroupStorage::load(self.db.clone(), gid)? {
             Some(s) => (s, false),
             None => {

@@ -23,11 +23,17 @@ pub struct PersistJob {
     pub readies: Vec<(u64, u64)>,
     /// Partitions whose offset index is stored by this batch, up to the given last offset.
     pub flushed: Vec<(Arc<PartitionShared>, i64)>,
+    /// Told once the batch is written (a group's deletion, which must land before the
+    /// group can be opened again).
+    pub landed: Vec<mpsc::Sender<()>>,
 }
 
 impl PersistJob {
     /// Marks what the job stored as readable from RocksDB.
     pub fn written(self) -> Vec<(u64, u64)> {
+        for landed in self.landed {
+            let _ = landed.send(());
+        }
         for (p, last) in self.flushed {
             p.mark_flushed(last);
         }

@@ -61,6 +61,11 @@ impl GroupStorage {
     }
 
     /// Loads a group that exists on disk, or `None` if it was never created.
+    /// Whether this node holds a replica of `group` on disk.
+    pub fn exists(db: &Db, group: u64) -> anyhow::Result<bool> {
+        Ok(db.get(keys::group_key(keys::CONF_STATE, group))?.is_some())
+    }
+
     pub fn load(db: Db, group: u64) -> anyhow::Result<Option<Self>> {
         let Some(cs) = db.get(keys::group_key(keys::CONF_STATE, group))? else {
             return Ok(None);
