@@ -7,7 +7,7 @@ BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
 .PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean \
-	k8s-up k8s-down k8s-smoke images e2e-k8s
+	k8s-up k8s-down k8s-smoke images images-import e2e-k8s
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
 deps:
@@ -24,7 +24,7 @@ build:
 run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: deps build unit-test e2e-test chaos-test conformance
+test: deps build unit-test e2e-test chaos-test conformance e2e-k8s
 
 unit-test:
 	cargo test --release --workspace
@@ -77,8 +77,8 @@ fuzz:
 
 # A real single-node Kubernetes as local processes (tools/k8s/README.md): etcd, API server,
 # controller-manager, scheduler, containerd, kubelet, kube-proxy, CoreDNS. Needs root. State
-# in .k8s/ (kept by k8s-down; `tools/k8s/node.sh purge .k8s` for a fresh cluster). Not part
-# of `make test`. `eval "$$(tools/k8s/node.sh env .k8s)"` sets KUBECONFIG and PATH (kubectl, helm).
+# in .k8s/ (kept by k8s-down; `tools/k8s/node.sh purge .k8s` for a fresh cluster).
+# `eval "$$(tools/k8s/node.sh env .k8s)"` sets KUBECONFIG and PATH (kubectl, helm).
 k8s-up:
 	bash tools/k8s/node.sh up .k8s
 
@@ -99,12 +99,18 @@ images: build
 	cp $(BROKER) $(IMAGES_DIR)/chronik-broker-next
 	cargo build --release --workspace --all-targets
 	bash tools/images/build.sh $(IMAGES_DIR) $(TAG) $(IMAGES_DIR)/chronik-broker-next
+	if bash tools/k8s/node.sh status .k8s 2>/dev/null; then $(MAKE) --no-print-directory images-import; fi
 
-# The Kubernetes e2e suite (e2e/) on the local node: up, import the images, run, down.
-e2e-k8s: images
-	bash tools/k8s/node.sh up .k8s >/dev/null
+# Loads the image tarballs into the local node's containerd (make k8s-up).
+images-import:
 	bash tools/k8s/node.sh import .k8s $(IMAGES_DIR)/broker.tar $(IMAGES_DIR)/broker-next.tar \
 		$(IMAGES_DIR)/operator.tar $(IMAGES_DIR)/kclient.tar
+
+# The Kubernetes e2e suite (e2e/) on the local node: up, import the images, run, down
+# (~15 min; docs/deployment.md). Needs root, like the chaos suite.
+e2e-k8s: images
+	bash tools/k8s/node.sh up .k8s >/dev/null
+	$(MAKE) --no-print-directory images-import
 	KUBECONFIG=$(CURDIR)/.k8s/kubeconfig CHRONIK_TAG=$(TAG) $(PYTHON) e2e/run.py; \
 		rc=$$?; bash tools/k8s/node.sh down .k8s; exit $$rc
 

@@ -113,9 +113,13 @@ class Kube:
         self.kubectl("delete", "pod", name, "--ignore-not-found", "--wait=true")
         overrides = {"apiVersion": "v1", "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{"name": name, "image": f"chronik-kclient:{TAG}",
-                            "imagePullPolicy": "IfNotPresent", "command": ["kclient"] + args}]}}
+                            "imagePullPolicy": "IfNotPresent", "command": ["kclient"] + args,
+                            "securityContext": {"allowPrivilegeEscalation": False,
+                                                "readOnlyRootFilesystem": True,
+                                                "capabilities": {"drop": ["ALL"]}}}]}}
         self.kubectl("run", name, f"--image=chronik-kclient:{TAG}", "--restart=Never",
                      f"--overrides={json.dumps(overrides)}")
 

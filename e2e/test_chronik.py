@@ -41,7 +41,10 @@ def seen(log: str) -> set[int]:
 def test_helm_lint_and_install_reach_ready(kube: Kube):
     kube.run([kube.helm_bin, "lint", CHART, "--strict"])
     step("helm lint passed")
+    # Every pod of the release must pass the `restricted` Pod Security Standard.
     kube.kubectl("create", "namespace", NAMESPACE, check=False, namespaced=False)
+    kube.kubectl("label", "--overwrite", "namespace", NAMESPACE,
+                 "pod-security.kubernetes.io/enforce=restricted", namespaced=False)
     started = time.monotonic()
     kube.helm(
         "install", RELEASE, CHART,

@@ -62,6 +62,15 @@ def test_scale_down_decommissions_before_pods_go(kube: Kube):
     kube.wait_ready(3, timeout=600)
     s = kube.cluster()["status"]
     assert sorted(b["id"] for b in s["brokers"]) == [1, 2, 3], s["brokers"]
+
+    # Every partition lives on the remaining brokers, fully in sync (no replica handed
+    # back to a leaving broker while its pod was stopping).
+    def settled():
+        st = kube.cluster()["status"]
+        details = st.get("partitionDetails", [])
+        on_leavers = [d for d in details if {4, 5} & set(d["replicas"])]
+        return not on_leavers and st["partitions"]["underReplicated"] == 0 and st
+    kube.wait("every partition on brokers 1-3 and in sync", settled, timeout=120)
     result = finish_producer(kube, "e2e-scale-down", "e2e-scale")
     step(f"scaled down to 3: {result['acked']} acknowledged during it, none lost")
     # spec.storage.retention.whenScaled is Retain (the default): the volumes stay.
