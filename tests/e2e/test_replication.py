@@ -337,6 +337,18 @@ def test_brokers_leaving_together_never_receive_each_others_replicas(
     assert sorted(r.value for r in got) == sorted(acked)
 
 
+def test_new_topics_are_placed_on_live_brokers_only(cluster_factory, topic_name):
+    """A broker that is gone for good (scaled away, crashed) stays registered; a topic
+    created afterwards must not get replicas on it, or its partitions start without the
+    quorum they were promised."""
+    brokers = cluster_factory(BROKERS)
+    cluster_factory.add(brokers)
+    brokers[3].kill9()
+    time.sleep(4)  # past the liveness window of the brokers' leadership reports
+    view = create_replicated(brokers[:3], topic_name, 6)
+    assert all(4 not in replicas for _, replicas, _ in view.values()), view
+
+
 def test_decommission_refuses_when_replicas_have_nowhere_to_go(cluster_factory, topic_name, admin_pb):
     import grpc
     pb, _ = admin_pb

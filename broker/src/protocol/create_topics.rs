@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{errors, str_bytes};
 use crate::broker::Broker;
+use crate::cluster::leadership::LIVENESS_WINDOW;
 use crate::metadata::{Command, Outcome};
 
 /// Topic configs this broker understands; anything else is INVALID_CONFIG.
@@ -205,6 +206,18 @@ pub async fn create(
         .map(|b| b.0 as u64)
         .collect();
     brokers.sort_unstable();
+    // Replicas go to brokers that are alive, as Kafka places them on unfenced brokers only:
+    // a broker that left (scaled down, crashed for good) stays registered. Only while too
+    // few have been heard from yet (a cluster just started) do registered ones count.
+    let me = broker.node_id as u64;
+    let live: Vec<u64> = brokers
+        .iter()
+        .copied()
+        .filter(|id| *id == me || broker.catalog.peer_alive(*id, LIVENESS_WINDOW))
+        .collect();
+    if rf >= 1 && live.len() >= rf as usize {
+        brokers = live;
+    }
     if rf < 1 || rf as usize > brokers.len() {
         return Err((
             errors::INVALID_REPLICATION_FACTOR,
