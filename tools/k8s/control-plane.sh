@@ -43,33 +43,8 @@ TIMEOUT="${CHRONIK_K8S_START_TIMEOUT:-120}"
 
 # --- processes ---------------------------------------------------------------
 
-# pid of a component we started in DIR, if it is still that process.
-running_pid() {
-  local f="$DIR/$1.pid" pid
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f")"
-  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  # Guard against pid reuse: the command line must name this DIR.
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DIR/" || return 1
-  echo "$pid"
-}
-
-stop_one() {
-  local name="$1" pid i
-  if pid="$(running_pid "$name")"; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not exit after 10s, killing"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$DIR/$name.pid"
-}
+# shellcheck source=tools/k8s/processes.sh
+source "$here/processes.sh"
 
 # A TCP port on 127.0.0.1 that nothing listens on. Taken below the Linux
 # ephemeral range so that outgoing connections do not grab it meanwhile.
@@ -85,36 +60,13 @@ free_port() {
   die "no free port found"
 }
 
-launch() { # NAME ARGS... : start in a new session, output to DIR/logs/NAME.log
-  local name="$1" pidfile="$DIR/$1.pid" i
-  shift
-  rm -f "$pidfile"
-  # The inner shell records its own pid, then execs the binary under that pid.
-  # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid -f bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
-    >>"$DIR/logs/$name.log" 2>&1 </dev/null
-  for ((i = 0; i < 100; i++)); do
-    [[ -s "$pidfile" ]] && return
-    sleep 0.05
-  done
-  die "$name did not start"
-}
-
-# wait_for NAME CHECK-COMMAND...: until the check passes, the process exits,
-# or the timeout runs out. Returns 1 when the process died.
+# wait_for NAME CHECK...: 0 once ready, 1 if the process died; on timeout stops
+# everything and exits.
 wait_for() {
-  local name="$1" deadline=$((SECONDS + TIMEOUT))
-  shift
-  while ((SECONDS < deadline)); do
-    running_pid "$name" >/dev/null || return 1
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.5
-  done
-  log "$name not ready after ${TIMEOUT}s; last log lines:"
-  tail -n 30 "$DIR/logs/$name.log" >&2 || true
-  stop_one kube-apiserver
-  stop_one etcd
-  die "$name did not become ready"
+  local rc=0
+  wait_ready "$@" || rc=$?
+  ((rc != 2)) || { stop_one kube-apiserver; stop_one etcd; die "$1 did not become ready"; }
+  return $rc
 }
 
 # --- certificates ------------------------------------------------------------
@@ -231,8 +183,7 @@ do_start() {
       --unsafe-no-fsync \
       --log-level warn
     wait_for etcd etcd_healthy "$etcd_port" && break
-    log "etcd exited (attempt $attempt); last log lines:"
-    tail -n 5 "$DIR/logs/etcd.log" >&2
+    log "etcd exited (attempt $attempt)"
     ((attempt < 3)) || die "etcd failed to start"
   done
 
@@ -259,8 +210,7 @@ do_start() {
       --profiling=false \
       --v 0
     wait_for kube-apiserver apiserver_ready "$api_port" && break
-    log "kube-apiserver exited (attempt $attempt); last log lines:"
-    tail -n 5 "$DIR/logs/kube-apiserver.log" >&2
+    log "kube-apiserver exited (attempt $attempt)"
     if ((attempt == 3)); then
       stop_one etcd
       die "kube-apiserver failed to start"

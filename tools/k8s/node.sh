@@ -79,70 +79,13 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
   net.bridge.bridge-nf-call-ip6tables net.netfilter.nf_conntrack_max)
 
-# --- processes (same conventions as control-plane.sh) ---------------------------
+# --- processes -----------------------------------------------------------------
 
-running_pid() { # NAME: pid of our component, if it is still that process
-  local f="$DIR/$1.pid" pid
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f")"
-  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  # (no `tr | grep -q` pipeline: with pipefail, grep's early exit can fail it)
-  local cmdline
-  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
-  [[ "$cmdline" == *"$DIR/"* ]] || return 1
-  echo "$pid"
-}
-
-wait_gone() { # PID SECONDS
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    kill -0 "$1" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-stop_one() { # NAME [GRACE-SECONDS]
-  local name="$1" grace="${2:-10}" pid
-  if pid="$(running_pid "$name")"; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" "$grace"; then
-      log "$name did not exit after ${grace}s, killing"
-      kill -KILL "$pid" 2>/dev/null || true
-      wait_gone "$pid" 5 || true
-    fi
-  fi
-  rm -f "$DIR/$name.pid"
-}
-
-launch() { # NAME ARGS...: new session, output to DIR/logs/NAME.log
-  local name="$1" pidfile="$DIR/$1.pid" i
-  shift
-  rm -f "$pidfile"
-  # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid -f bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
-    >>"$DIR/logs/$name.log" 2>&1 </dev/null
-  for ((i = 0; i < 100; i++)); do
-    [[ -s "$pidfile" ]] && return
-    sleep 0.05
-  done
-  die "$name did not start"
-}
+# shellcheck source=tools/k8s/processes.sh
+source "$here/processes.sh"
 
 wait_for() { # NAME CHECK...: until CHECK passes; dies if NAME exits or on timeout
-  local name="$1" deadline=$((SECONDS + TIMEOUT))
-  shift
-  while ((SECONDS < deadline)); do
-    if ! running_pid "$name" >/dev/null; then
-      tail -n 30 "$DIR/logs/$name.log" >&2 || true
-      die "$name exited (log: $DIR/logs/$name.log)"
-    fi
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.3
-  done
-  tail -n 30 "$DIR/logs/$name.log" >&2 || true
-  die "$name not ready after ${TIMEOUT}s (log: $DIR/logs/$name.log)"
+  wait_ready "$@" || die "$1 did not become ready (log: $DIR/logs/$1.log)"
 }
 
 bin_dir() {
