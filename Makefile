@@ -7,7 +7,7 @@ BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
 .PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean \
-	k8s-up k8s-down k8s-smoke images images-import e2e-k8s
+	k8s-up k8s-down k8s-smoke images images-import e2e-k8s k8s-test
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
 deps:
@@ -24,7 +24,13 @@ build:
 run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: deps build unit-test e2e-test chaos-test conformance
+test: deps build unit-test e2e-test chaos-test conformance k8s-test
+
+# The Kubernetes e2e suite on the local node, as part of `make test` (~25 min with the
+# images; the node needs root, as chaos-test does: skipped otherwise).
+k8s-test:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory e2e-k8s; \
+	else echo "k8s-test: skipped (the local Kubernetes node needs root)"; fi
 
 unit-test:
 	cargo test --release --workspace
@@ -107,8 +113,7 @@ images-import:
 		$(IMAGES_DIR)/operator.tar $(IMAGES_DIR)/kclient.tar
 
 # The Kubernetes e2e suite (e2e/) on the local node: up, import the images, run, down
-# (~20 min; docs/deployment.md). Needs root, like the chaos suite. Not yet part of
-# `make test`: its rolling-upgrade scenario fails on an open broker bug (issue 9 notes).
+# (~15 min after the images; docs/deployment.md). Needs root, like the chaos suite.
 e2e-k8s: images
 	bash tools/k8s/node.sh up .k8s >/dev/null
 	$(MAKE) --no-print-directory images-import

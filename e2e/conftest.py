@@ -156,12 +156,21 @@ def pod_ready(pod: dict) -> bool:
                for c in pod.get("status", {}).get("conditions", []))
 
 
+def remove_release(k: Kube) -> None:
+    k.helm("uninstall", RELEASE, "--wait", check=False)
+    k.kubectl("delete", "namespace", k.ns, "--ignore-not-found", "--wait=true", "--timeout=300s",
+              check=False, namespaced=False)
+
+
 @pytest.fixture(scope="session")
 def kube() -> Kube:
     k = Kube()
     step(f"cluster: {k.kubectl('config', 'current-context', namespaced=False).strip()}, namespace {k.ns}, images :{TAG}")
+    # A namespace left by an interrupted run (or E2E_KEEP) would hold the release's name.
+    if k.kubectl("get", "namespace", k.ns, "--ignore-not-found", "-o", "name", namespaced=False).strip():
+        step(f"removing namespace {k.ns} left by an earlier run")
+        remove_release(k)
     yield k
     if not os.environ.get("E2E_KEEP"):
         step("uninstalling the release and deleting the namespace")
-        k.helm("uninstall", RELEASE, "--wait", check=False)
-        k.kubectl("delete", "namespace", k.ns, "--wait=true", "--timeout=120s", check=False, namespaced=False)
+        remove_release(k)

@@ -347,6 +347,23 @@ def test_new_topics_are_placed_on_live_brokers_only(cluster_factory, topic_name)
     time.sleep(4)  # past the liveness window of the brokers' leadership reports
     view = create_replicated(brokers[:3], topic_name, 6)
     assert all(4 not in replicas for _, replicas, _ in view.values()), view
+    # With broker 3 down for a moment too, only two are alive: a new RF=3 topic goes to
+    # 1, 2 and 3 (which still holds replicas), never to the departed 4, and is served by
+    # the quorum of 1 and 2.
+    brokers[2].kill9()
+    time.sleep(4)
+    name = topic_name + "-b"
+    a = admin(bootstrap(brokers[:2]))
+    a.create_topics([NewTopic(name, num_partitions=6, replication_factor=3)],
+                    request_timeout=30)[name].result(timeout=30)
+    p = Producer({"bootstrap.servers": bootstrap(brokers[:2]), "enable.idempotence": True})
+    failed = []
+    for partition in range(6):
+        p.produce(name, b"served", partition=partition, on_delivery=lambda e, m: e and failed.append(e))
+    assert p.flush(30) == 0 and not failed, f"not acknowledged by the quorum of 1 and 2: {failed}"
+    md = admin(brokers[0].bootstrap).list_topics(topic=name, timeout=10)
+    placed = {i: sorted(x.replicas) for i, x in md.topics[name].partitions.items()}
+    assert all(r == [1, 2, 3] for r in placed.values()), placed
 
 
 def test_decommission_refuses_when_replicas_have_nowhere_to_go(cluster_factory, topic_name, admin_pb):

@@ -1,7 +1,7 @@
 //! CreateTopics: validates names, partition counts, replication factors and configs, then
 //! commits the topic through the metadata Raft group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,6 +192,31 @@ pub fn assign(brokers: &[u64], partitions: i32, rf: usize, start: usize) -> Vec<
         .collect()
 }
 
+/// The brokers (sorted ids) that `rf` replicas of a new topic may go to. Brokers alive
+/// first, as Kafka places replicas on unfenced brokers only: a broker that left (scaled
+/// down, decommissioned) stays registered but holds nothing and is not heard from. Only
+/// when too few are alive do others fill up to `rf`: first those that still hold replicas
+/// (down for a moment: a restart, a crash loop; a quorum of the rest serves meanwhile),
+/// then, in a cluster too new to have heard from its peers, the lowest registered ids.
+pub fn placement_candidates(
+    registered: &[u64],
+    rf: usize,
+    hosting: &HashSet<u64>,
+    alive: impl Fn(u64) -> bool,
+) -> Vec<u64> {
+    let (mut chosen, rest): (Vec<u64>, Vec<u64>) = registered.iter().partition(|id| alive(**id));
+    let (holding, idle): (Vec<u64>, Vec<u64>) =
+        rest.into_iter().partition(|id| hosting.contains(id));
+    for id in holding.into_iter().chain(idle) {
+        if chosen.len() >= rf {
+            break;
+        }
+        chosen.push(id);
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
 /// Commits a new topic with its replica assignment; returns its id once committed.
 pub async fn create(
     broker: &Arc<Broker>,
@@ -206,18 +231,17 @@ pub async fn create(
         .map(|b| b.0 as u64)
         .collect();
     brokers.sort_unstable();
-    // Replicas go to brokers that are alive, as Kafka places them on unfenced brokers only:
-    // a broker that left (scaled down, crashed for good) stays registered. Only while too
-    // few have been heard from yet (a cluster just started) do registered ones count.
     let me = broker.node_id as u64;
-    let live: Vec<u64> = brokers
+    let hosting: HashSet<u64> = broker
+        .catalog
+        .topics()
         .iter()
-        .copied()
-        .filter(|id| *id == me || broker.catalog.peer_alive(*id, LIVENESS_WINDOW))
+        .flat_map(|t| t.partitions.iter())
+        .flat_map(|p| p.replicas_in_assignment_order().0)
         .collect();
-    if rf >= 1 && live.len() >= rf as usize {
-        brokers = live;
-    }
+    let brokers = placement_candidates(&brokers, rf.max(0) as usize, &hosting, |id| {
+        id == me || broker.catalog.peer_alive(id, LIVENESS_WINDOW)
+    });
     if rf < 1 || rf as usize > brokers.len() {
         return Err((
             errors::INVALID_REPLICATION_FACTOR,
@@ -284,6 +308,38 @@ mod tests {
             assert_eq!(d.len(), 3);
         }
         assert_eq!(assign(&[1, 2, 3], 2, 1, 0), vec![vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn placement_prefers_live_brokers_then_those_holding_replicas() {
+        let hosting: HashSet<u64> = [1, 2, 3].into();
+        let live = |ids: &'static [u64]| move |id| ids.contains(&id);
+        let all = [1, 2, 3, 4, 5];
+        // Brokers 4 and 5 left (alive: no; holding: nothing).
+        assert_eq!(
+            placement_candidates(&all, 3, &hosting, live(&[1, 2, 3])),
+            [1, 2, 3]
+        );
+        // Broker 3 is down for a moment: it still counts, the departed ones do not.
+        assert_eq!(
+            placement_candidates(&all, 3, &hosting, live(&[1, 2])),
+            [1, 2, 3]
+        );
+        // More live brokers than the factor: all of them, for the rotation to spread.
+        assert_eq!(
+            placement_candidates(&all, 2, &hosting, live(&[1, 2, 4])),
+            [1, 2, 4]
+        );
+        // A new cluster that has heard from no peer yet.
+        assert_eq!(
+            placement_candidates(&all, 3, &HashSet::new(), live(&[5])),
+            [1, 2, 5]
+        );
+        // Too few registered: the caller refuses the factor.
+        assert_eq!(
+            placement_candidates(&[1, 2], 3, &hosting, live(&[1, 2])),
+            [1, 2]
+        );
     }
 
     #[test]

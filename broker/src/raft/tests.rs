@@ -112,9 +112,7 @@ async fn group_commit_batches_fsyncs_and_state_survives_restart() {
         assert_eq!(stamped, 99);
     }
     // Offsets continue where they stopped.
-    let next = h
-        .propose(groups[0], make_batch(2, -1, -1, b"x").to_vec())
-        .wait(Duration::from_secs(5))
+    let next = propose(&h, groups[0], make_batch(2, -1, -1, b"x").to_vec())
         .await
         .unwrap();
     assert_eq!(
@@ -145,8 +143,7 @@ async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
         other => panic!("{other:?}"),
     };
     for _ in 0..20 {
-        h.propose(group, make_batch(1, -1, -1, &[0u8; 200]).to_vec())
-            .wait(Duration::from_secs(5))
+        propose(&h, group, make_batch(1, -1, -1, &[0u8; 200]).to_vec())
             .await
             .unwrap();
     }
@@ -335,6 +332,16 @@ impl Cluster {
             .map_or(-1, |p| p.high_watermark())
     }
 
+    /// Waits until every node's high watermark of the topic's partition 0 is `hw`.
+    async fn wait_high_watermarks(&self, topic: &str, hw: i64) {
+        for n in &self.nodes {
+            wait_for("equal high watermarks", || {
+                (self.high_watermark(n.id, topic) == hw).then_some(())
+            })
+            .await;
+        }
+    }
+
     /// Fails the test if a driver thread ended (raft-rs panics end it).
     fn assert_drivers_alive(&self) {
         for n in &self.nodes {
@@ -363,6 +370,15 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Proposes one batch and waits up to 5 s for its outcome.
+async fn propose(
+    h: &RaftHandle,
+    group: u64,
+    batch: Vec<u8>,
+) -> Result<Applied, super::ProposeError> {
+    h.propose(group, batch).wait(Duration::from_secs(5)).await
 }
 
 async fn produce(h: &RaftHandle, group: u64) -> Applied {
@@ -412,12 +428,7 @@ async fn a_leader_never_counts_its_own_unwritten_entries() {
     .await;
     cluster.net.heal(3);
     produce(&leader.handle, group).await;
-    for id in [1, 2, 3] {
-        wait_for("equal high watermarks", || {
-            (cluster.high_watermark(id, "t") == 3).then_some(())
-        })
-        .await;
-    }
+    cluster.wait_high_watermarks("t", 3).await;
     cluster.assert_drivers_alive();
     cluster.stop();
 }
@@ -449,12 +460,7 @@ async fn a_follower_with_a_lagging_writer_applies_only_what_it_wrote() {
     for _ in 0..5 {
         produce(&leader.handle, group).await;
     }
-    for id in [1, 2, 3] {
-        wait_for("equal high watermarks", || {
-            (cluster.high_watermark(id, "t") == 26).then_some(())
-        })
-        .await;
-    }
+    cluster.wait_high_watermarks("t", 26).await;
     cluster.assert_drivers_alive();
     cluster.stop();
 }
@@ -469,11 +475,12 @@ async fn a_deposed_leader_answers_its_waiting_proposals_with_not_leader() {
 
     cluster.net.cut_off(1);
     let started = Instant::now();
-    let outcome = leader
-        .handle
-        .propose(group, make_batch(1, -1, -1, b"stranded").to_vec())
-        .wait(Duration::from_secs(5))
-        .await;
+    let outcome = propose(
+        &leader.handle,
+        group,
+        make_batch(1, -1, -1, b"stranded").to_vec(),
+    )
+    .await;
     assert!(
         matches!(outcome, Err(super::ProposeError::NotLeader)),
         "{outcome:?} after {:?}",
@@ -508,11 +515,7 @@ async fn a_refused_batch_holds_back_the_producers_next_ones() {
     cluster.net.heal(3);
     assert!(leader.handle.transfer_leadership().await > 0);
     let idempotent = |seq| make_batch(1, 7, seq, b"idempotent").to_vec();
-    let first = leader
-        .handle
-        .propose(group, idempotent(0))
-        .wait(Duration::from_secs(5))
-        .await;
+    let first = propose(&leader.handle, group, idempotent(0)).await;
     assert!(
         matches!(first, Err(super::ProposeError::NotLeader)),
         "{first:?}"
@@ -524,21 +527,13 @@ async fn a_refused_batch_holds_back_the_producers_next_ones() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = leader
-        .handle
-        .propose(group, idempotent(1))
-        .wait(Duration::from_secs(5))
-        .await;
+    let second = propose(&leader.handle, group, idempotent(1)).await;
     assert!(
         matches!(second, Err(super::ProposeError::NotLeader)),
         "the batch after a refused one: {second:?}"
     );
     for (seq, offset) in [(0, 4), (1, 5)] {
-        let outcome = leader
-            .handle
-            .propose(group, idempotent(seq))
-            .wait(Duration::from_secs(5))
-            .await;
+        let outcome = propose(&leader.handle, group, idempotent(seq)).await;
         assert_eq!(
             outcome,
             Ok(Applied::Partition(AppendOutcome::Appended {

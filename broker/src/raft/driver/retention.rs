@@ -1,0 +1,78 @@
+//! Retention: whole batches older than retention.ms or beyond retention.bytes are
+//! dropped, moving the log start offset and compacting the Raft log below them, once
+//! every voter has the entries (compacting what a follower still needs would leave it
+//! needing a snapshot).
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rocksdb::WriteBatch;
+
+use super::Driver;
+use crate::log;
+use crate::raft::membership::followers_have;
+use crate::storage::keys;
+
+impl Driver {
+    /// Drops whole batches older than retention.ms or beyond retention.bytes, moving the
+    /// log start offset and compacting the Raft log below them.
+    pub(super) fn enforce_retention(&mut self) -> anyhow::Result<()> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut wb = WriteBatch::default();
+        let mut moved = Vec::new();
+        for (name, record) in &self.meta.topics {
+            let setting = |key: &str, default: i64| {
+                record
+                    .configs
+                    .get(key)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            let retention_ms = setting("retention.ms", self.cfg.retention_ms);
+            let retention_bytes = setting("retention.bytes", self.cfg.retention_bytes);
+            if retention_ms < 0 && retention_bytes < 0 {
+                continue;
+            }
+            for gid in &record.groups {
+                let Some(g) = self.groups.get_mut(gid) else {
+                    continue;
+                };
+                let Some(p) = g.partition.as_mut() else {
+                    continue;
+                };
+                let total = p.shared.log_bytes();
+                let plan = log::read::retention_plan(&self.db, &p.shared, |b, dropped| {
+                    let too_old = retention_ms >= 0 && b.max_timestamp < now_ms - retention_ms;
+                    let too_big = retention_bytes >= 0
+                        && total.saturating_sub(dropped + b.size as u64) >= retention_bytes as u64;
+                    too_old || too_big
+                });
+                let Some((new_start, raft_index, dropped)) = plan else {
+                    continue;
+                };
+                if !followers_have(&g.node, raft_index) {
+                    // Compacting entries a follower still needs would leave it to a
+                    // snapshot; wait until every voter has them.
+                    continue;
+                }
+                wb.delete_range(
+                    keys::offset_index_key(*gid, 0),
+                    keys::offset_index_key(*gid, new_start),
+                );
+                p.truncate_front(new_start, dropped, &mut wb);
+                g.node.mut_store().stage_compact(raft_index, &mut wb)?;
+                moved.push(*gid);
+                tracing::info!(topic = %name, partition = p.shared.partition, new_start, "retention moved log start");
+            }
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let moved: HashSet<u64> = moved.into_iter().collect();
+        let flushed = self.publish(&moved);
+        self.persist(wb, vec![], flushed)
+    }
+}
