@@ -33,6 +33,9 @@ pub enum Step {
     Wait { reason: String },
     /// A broker cannot start: the roll stops here.
     Stalled { id: i32, reason: String },
+    /// A broker cannot start on an *older* template (a bad image since corrected): its pod
+    /// is replaced at once, without the gates, since its broker serves nothing.
+    Replace { id: i32, reason: String },
     /// All brokers are Ready: once the gates pass, restart `next`. `upgraded` already run
     /// the new template.
     Restart { next: i32, upgraded: Vec<i32> },
@@ -83,8 +86,12 @@ pub fn plan(pods: &[Pod], replicas: i32, desired_hash: &str) -> Step {
         // (Pods still being created run the current template: nothing to roll.)
         return Step::Done;
     }
-    if let Some((id, reason)) = pods.iter().find_map(|(id, p)| Some((*id, stuck(p)?))) {
-        return Step::Stalled { id, reason };
+    if let Some((id, p, reason)) = pods.iter().find_map(|(id, p)| Some((*id, p, stuck(p)?))) {
+        return if current(p) {
+            Step::Stalled { id, reason }
+        } else {
+            Step::Replace { id, reason }
+        };
     }
     if let Some((id, _)) = pods.iter().find(|(_, p)| !ready(p)) {
         return Step::Wait {
@@ -196,6 +203,24 @@ mod tests {
             Step::Stalled {
                 id: 3,
                 reason: "CrashLoopBackOff: back-off 40s".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_pod_stuck_on_an_older_template_is_replaced() {
+        let mut p3 = pod(3, "bad", false);
+        p3.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(json!({
+            "name": "broker", "image": "chronik:nope", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}},
+        }))
+        .unwrap()]);
+        let pods = vec![pod(1, "good", true), pod(2, "good", true), p3];
+        assert_eq!(
+            plan(&pods, 3, "good"),
+            Step::Replace {
+                id: 3,
+                reason: "ImagePullBackOff: not found".into()
             }
         );
     }

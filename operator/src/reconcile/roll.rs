@@ -85,6 +85,10 @@ pub(super) async fn roll(
                 message: format!("broker {id} cannot start: {reason}"),
             })
         }
+        Step::Replace { id, reason } => {
+            let why = format!("its broker cannot start on the old template ({reason})");
+            return restart(ctx, cluster, ns, id, "ReplacingBroker", &why).await;
+        }
         Step::Restart { next, upgraded } => (next, upgraded),
     };
     let endpoint = |id: i32| (ctx.endpoints)(cluster, id);
@@ -118,23 +122,35 @@ pub(super) async fn roll(
         ),
         Err(e) => return Ok(Roll::waiting("GateUnavailable", e)),
     };
-    let pod = format!("{}-{next}", cluster.name_any());
+    restart(ctx, cluster, ns, next, "RestartingBroker", &drained).await
+}
+
+/// Deletes broker `id`'s pod, for the StatefulSet to recreate it on the current template.
+async fn restart(
+    ctx: &Context,
+    cluster: &ChronikCluster,
+    ns: &str,
+    id: i32,
+    reason: &'static str,
+    detail: &str,
+) -> Result<Roll, Error> {
+    let pod = format!("{}-{id}", cluster.name_any());
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     pods.delete(&pod, &Default::default()).await?;
     ctx.metrics
         .writes
         .with_label_values(&["Pod", "deleted"])
         .inc();
-    let message = format!("restarting broker {next} (pod {pod}) on the new template: {drained}");
+    let message = format!("restarting broker {id} (pod {pod}) on the new template: {detail}");
     info!(%ns, cluster = %cluster.name_any(), "{message}");
     events::publish(
         ctx,
         cluster,
         EventType::Normal,
-        "RestartingBroker",
+        reason,
         message.clone(),
         None,
     )
     .await;
-    Ok(Roll::waiting("RestartingBroker", message))
+    Ok(Roll::waiting(reason, message))
 }
