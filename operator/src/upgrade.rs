@@ -189,14 +189,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_crash_looping_pod_stalls_the_roll() {
-        let mut p3 = pod(3, "new", false);
-        p3.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(json!({
+    /// Broker `index`'s pod on template `hash`, its container waiting with `reason`.
+    fn stuck_pod(index: i32, hash: &str, reason: &str, message: &str) -> Pod {
+        let mut p = pod(index, hash, false);
+        p.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(json!({
             "name": "broker", "image": "chronik:2", "imageID": "", "ready": false, "restartCount": 4,
-            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "state": {"waiting": {"reason": reason, "message": message}},
         }))
         .unwrap()]);
+        p
+    }
+
+    #[test]
+    fn a_crash_looping_pod_stalls_the_roll() {
+        let p3 = stuck_pod(3, "new", "CrashLoopBackOff", "back-off 40s");
         let pods = vec![pod(1, "old", true), pod(2, "old", true), p3];
         assert_eq!(
             plan(&pods, 3, "new"),
@@ -209,12 +215,7 @@ mod tests {
 
     #[test]
     fn a_pod_stuck_on_an_older_template_is_replaced() {
-        let mut p3 = pod(3, "bad", false);
-        p3.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(json!({
-            "name": "broker", "image": "chronik:nope", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}},
-        }))
-        .unwrap()]);
+        let p3 = stuck_pod(3, "bad", "ImagePullBackOff", "not found");
         let pods = vec![pod(1, "good", true), pod(2, "good", true), p3];
         assert_eq!(
             plan(&pods, 3, "good"),
