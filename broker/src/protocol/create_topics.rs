@@ -237,7 +237,7 @@ pub async fn create(
         .topics()
         .iter()
         .flat_map(|t| t.partitions.iter())
-        .flat_map(|p| p.replicas_in_assignment_order().0)
+        .flat_map(|p| p.replicas().0)
         .collect();
     let brokers = placement_candidates(&brokers, rf.max(0) as usize, &hosting, |id| {
         id == me || broker.catalog.peer_alive(id, LIVENESS_WINDOW)
