@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chronik_operator::crd::{ChronikCluster, ChronikClusterSpec, Phase};
+use chronik_operator::crd::{ChronikCluster, ChronikClusterSpec, Phase, FIELD_MANAGER};
 use chronik_operator::metrics::Metrics;
 use chronik_operator::reconcile::{self, Context};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -279,12 +279,18 @@ async fn resource_versions(client: &Client, ns: &str, name: &str) -> Vec<(String
     ]
 }
 
+/// The operator's events in `ns`. The API server writes its own there too (its ClusterIP
+/// repair loop reports `ClusterIPNotAllocated` for a Service it sees mid-allocation), so
+/// only those the operator reported count.
 async fn events(client: &Client, ns: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some(FIELD_MANAGER))
+        .collect()
 }
 
 fn condition(cluster: &ChronikCluster, type_: &str) -> (String, String, String) {
