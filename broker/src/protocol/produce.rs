@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 
-use super::{errors, Ctx, Reply};
+use super::{errors, str_bytes, Ctx, Reply};
 use crate::broker::Broker;
 use crate::log::batch::{self, BatchError};
 use crate::log::{AppendOutcome, PartitionShared};
@@ -66,12 +68,27 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
         return Ok(Reply::Now(None));
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(100, 300_000) as u64);
+    let broker = broker.clone();
     Ok(Reply::Later(Box::pin(async move {
         let mut responses = Vec::with_capacity(work.len());
+        let mut leaders_named = Vec::new();
         for (name, partitions) in work {
             let mut out = Vec::with_capacity(partitions.len());
             for (index, item) in partitions {
-                out.push(finish(index, item, timeout, ctx.version).await);
+                let shared = item.shared().cloned();
+                let mut r = finish(index, item, timeout, ctx.version).await;
+                // (read after the refusal: the view then knows the new leader, if any)
+                let leader = shared
+                    .filter(|_| r.error_code == errors::NOT_LEADER_OR_FOLLOWER && ctx.version >= 10)
+                    .and_then(|p| Some((p.leader()?, p.leader_epoch())))
+                    .filter(|(l, _)| *l != broker.node_id as u64);
+                if let Some((leader, epoch)) = leader {
+                    r.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(leader as i32))
+                        .with_leader_epoch(epoch);
+                    leaders_named.push(leader as i32);
+                }
+                out.push(r);
             }
             responses.push(
                 TopicProduceResponse::default()
@@ -79,7 +96,11 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                     .with_partition_responses(out),
             );
         }
-        let response = ResponseKind::Produce(ProduceResponse::default().with_responses(responses));
+        let response = ResponseKind::Produce(
+            ProduceResponse::default()
+                .with_responses(responses)
+                .with_node_endpoints(endpoints(&broker, &ctx, &leaders_named)),
+        );
         match ctx.encode(&response) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
@@ -88,6 +109,35 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
             }
         }
     })))
+}
+
+impl PartitionWork {
+    fn shared(&self) -> Option<&Arc<PartitionShared>> {
+        match self {
+            PartitionWork::Proposed { shared, .. } => Some(shared),
+            PartitionWork::Failed(_) => None,
+        }
+    }
+}
+
+/// KIP-951: a NOT_LEADER_OR_FOLLOWER answer names the partition's current leader and
+/// that broker's address, so that the client sends its retry there at once instead of
+/// waiting for a metadata refresh (franz-go refreshes at most every 5 s by default; that
+/// wait was most of the produce stall of a rolling restart).
+fn endpoints(broker: &Broker, ctx: &Ctx, leaders: &[i32]) -> Vec<NodeEndpoint> {
+    if leaders.is_empty() {
+        return Vec::new();
+    }
+    super::metadata::advertised_brokers(broker, ctx.listener)
+        .into_iter()
+        .filter(|(id, _, _)| leaders.contains(id))
+        .map(|(id, host, port)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect()
 }
 
 fn propose(
