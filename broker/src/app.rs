@@ -88,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retention_check: Duration::from_millis(settings.retention_check_interval_ms),
         retention_ms: settings.retention_ms,
         retention_bytes: settings.retention_bytes,
-        disk: disk.clone(),
+        disk,
     };
     let transport = Box::new(GrpcTransport::new(args.node_id, peers.clone()));
     let (raft, driver_thread) =
@@ -102,7 +102,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         groups: group::Coordinator::new(&settings),
         settings,
         db,
-        disk,
         catalog: catalog.clone(),
         raft: raft.clone(),
         peers,

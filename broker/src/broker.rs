@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::group::Coordinator;
 use crate::metadata::Catalog;
 use crate::raft::RaftHandle;
-use crate::storage::{Db, DiskSpace};
+use crate::storage::Db;
 
 pub struct Broker {
     pub node_id: i32,
@@ -21,8 +21,6 @@ pub struct Broker {
     pub proposed_cluster_id: String,
     pub settings: Settings,
     pub db: Db,
-    /// Free space on the data directory: new records are refused while it is short.
-    pub disk: Arc<DiskSpace>,
     pub catalog: Arc<Catalog>,
     pub raft: RaftHandle,
     pub peers: Arc<Peers>,

@@ -3,6 +3,9 @@ leaders and ISR in Metadata, one cluster id, consumer groups on the coordinator,
 acknowledged record lost when a leader is killed with SIGKILL, and leadership handed
 away on SIGTERM."""
 
+import os
+import shutil
+import subprocess
 import threading
 import time
 
@@ -433,3 +436,48 @@ def test_every_broker_names_the_leaders_as_soon_as_create_topics_returns(
         assert len(parts) == 6
         missing = [(p.id, p.error) for p in parts if p.leader < 0 or p.error is not None]
         assert not missing, f"broker {b.node_id} knows no leader for {missing}"
+
+
+def kclient_binary() -> str:
+    """e2e/kclient (franz-go), built once into the cache: a client that follows KIP-951's
+    leader hints, as the Java client and librdkafka 2.4+ do too."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cache = os.environ.get("CHRONIK_CACHE", os.path.expanduser("~/.cache/chronik"))
+    out = os.path.join(cache, "bin", "kclient")
+    src = os.path.join(repo, "e2e", "kclient")
+    newest = max(os.path.getmtime(os.path.join(src, f)) for f in os.listdir(src))
+    if not os.path.exists(out) or os.path.getmtime(out) < newest:
+        if shutil.which("go") is None:
+            pytest.fail("needs Go to build e2e/kclient (franz-go)")
+        subprocess.run(["go", "build", "-o", out, "."], cwd=src, check=True,
+                       env={**os.environ, "CGO_ENABLED": "0"}, timeout=600)
+    return out
+
+
+def test_sigterm_of_a_leader_stalls_a_franz_go_producer_under_two_seconds(
+        cluster_factory, topic_name):
+    """A leader leaving on SIGTERM answers the batches still coming to it with
+    NOT_LEADER_OR_FOLLOWER naming the new leader and its address (KIP-951), so the
+    producer moves at once instead of waiting out a metadata refresh."""
+    brokers = cluster_factory(BROKERS)
+    view = create_replicated(brokers, topic_name, 1)
+    leaving = next(b for b in brokers if b.node_id == view[0][0])
+    producer = subprocess.Popen(
+        [kclient_binary(), "produce", "-brokers", bootstrap(brokers), "-topic", topic_name,
+         "-rate", "200", "-duration", "12s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(5)
+        assert leaving.terminate(timeout=30) == 0
+        out, _ = producer.communicate(timeout=90)
+    finally:
+        producer.kill()
+    summary = next(line for line in out.splitlines() if line.startswith("summary "))
+    fields = dict(f.split("=") for f in summary.split()[1:])
+    acked = [line.split()[1].encode() for line in out.splitlines() if line.startswith("ack ")]
+    assert producer.returncode == 0 and int(fields["failed"]) == 0, out[-2000:]
+    assert len(acked) > 2000, summary
+    print(summary)
+    assert int(fields["max_stall_ms"]) < 2000, summary
+    survivors = [b for b in brokers if b is not leaving]
+    assert_all_there_once(survivors, topic_name, acked)

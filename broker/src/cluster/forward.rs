@@ -80,6 +80,7 @@ pub fn error_code(e: ProposeError) -> &'static str {
         ProposeError::UnknownGroup => "UNKNOWN_GROUP",
         ProposeError::Timeout => "TIMEOUT",
         ProposeError::ShuttingDown => "SHUTTING_DOWN",
+        ProposeError::DiskFull => "DISK_FULL",
     }
 }
 
@@ -87,6 +88,7 @@ fn error_from_code(code: &str) -> ProposeError {
     match code {
         "UNKNOWN_GROUP" => ProposeError::UnknownGroup,
         "TIMEOUT" => ProposeError::Timeout,
+        "DISK_FULL" => ProposeError::DiskFull,
         // A leader shutting down hands leadership away: retry elsewhere.
         _ => ProposeError::NotLeader,
     }

@@ -46,5 +46,6 @@ pub fn for_propose(e: ProposeError) -> i16 {
         ProposeError::NotLeader | ProposeError::ShuttingDown => NOT_LEADER_OR_FOLLOWER,
         ProposeError::UnknownGroup => UNKNOWN_TOPIC_OR_PARTITION,
         ProposeError::Timeout => REQUEST_TIMED_OUT,
+        ProposeError::DiskFull => KAFKA_STORAGE_ERROR,
     }
 }

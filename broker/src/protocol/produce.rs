@@ -51,12 +51,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                     PartitionWork::Failed(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 }
                 None => PartitionWork::Failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
-                // Whether this broker leads is the Raft driver's to say, not the view's:
-                // a refusal it makes is remembered, so that an idempotent producer's
-                // next batches wait for the refused one (see `raft::fence`).
-                Some(_) if broker.disk.is_full() => {
-                    PartitionWork::Failed(errors::KAFKA_STORAGE_ERROR)
-                }
+                // Whether this broker leads, and whether its disk has room, is the Raft
+                // driver's to say: a refusal it makes is remembered, so that an
+                // idempotent producer's next batches wait for the refused one (see
+                // `raft::fence`).
                 Some(shared) => propose(broker, shared, p.records.unwrap_or_default(), max_batch),
             };
             partitions.push((p.index, item));

@@ -101,12 +101,14 @@ impl Group {
         }
     }
 
-    /// Answers a proposal this node did not write with NOT_LEADER, fencing its producer.
-    pub fn refuse(&mut self, sequenced: Option<Sequenced>, reply: Reply) {
+    /// Answers a proposal this node did not write with `error`, fencing its producer: the
+    /// producer's later batches, already on their way, must not be written before the
+    /// refused one is retried.
+    pub fn refuse(&mut self, sequenced: Option<Sequenced>, reply: Reply, error: ProposeError) {
         if let Some(b) = sequenced {
             self.fences.refused(b, Instant::now());
         }
-        let _ = reply.send(Err(ProposeError::NotLeader));
+        let _ = reply.send(Err(error));
     }
 
     /// Records that Ready `number` was taken from raft-rs.

@@ -42,6 +42,8 @@ pub enum ProposeError {
     Timeout,
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("the broker's disk is short of space")]
+    DiskFull,
 }
 
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;

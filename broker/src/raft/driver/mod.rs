@@ -365,7 +365,13 @@ impl Driver {
         };
         let sequenced = g.partition.as_ref().and_then(|_| Sequenced::of(&data));
         if g.node.raft.state != raft::StateRole::Leader {
-            g.refuse(sequenced, reply);
+            g.refuse(sequenced, reply, ProposeError::NotLeader);
+            return;
+        }
+        if g.partition.is_some() && self.cfg.disk.is_full() {
+            // Refused here rather than before proposing, so that the fence applies: a
+            // producer's next batch must not land while this one waits for space.
+            g.refuse(sequenced, reply, ProposeError::DiskFull);
             return;
         }
         if sequenced.is_some_and(|b| g.fences.holds_back(b, Instant::now())) {
@@ -388,7 +394,7 @@ impl Driver {
             }
             Err(e) => {
                 tracing::debug!(group, error = %e, "proposal dropped");
-                g.refuse(sequenced, reply);
+                g.refuse(sequenced, reply, ProposeError::NotLeader);
             }
         }
     }
