@@ -24,11 +24,10 @@ build:
 run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: deps build unit-test e2e-test chaos-test conformance
+test: deps build unit-test e2e-test chaos-test conformance k8s-test
 
 # The Kubernetes e2e suite on the local node (~25 min with the images; the node needs
-# root, as chaos-test does: skipped otherwise). Not yet in `make test`: its last scenario
-# (recovery from an unknown image) has not passed on the node yet (issue 9 notes).
+# root, as chaos-test does: skipped otherwise).
 k8s-test:
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory e2e-k8s; \
 	else echo "k8s-test: skipped (the local Kubernetes node needs root)"; fi
