@@ -17,6 +17,8 @@
 #   CHRONIK_K8S_NICE    niceness for the go builds (default 19: keep the Rust
 #                       build ahead on a 2-core machine)
 #   CHRONIK_K8S_REBUILD=1  ignore the existing binaries and build again
+#
+# `build.sh --check` exits 0 when the binaries are there, 1 otherwise, and never builds.
 set -euo pipefail
 
 # Bump when the build recipe below changes in a way that changes the output.
@@ -58,6 +60,7 @@ if [[ "${CHRONIK_K8S_REBUILD:-0}" != 1 ]] && have_all; then
   echo "$BIN"
   exit 0
 fi
+[[ "${1:-}" == --check ]] && exit 1 # `build.sh --check`: are the binaries there? (no build)
 
 command -v go >/dev/null || die "go is not installed (Go >= 1.24 is needed)"
 mkdir -p "$CACHE/k8s"
@@ -65,7 +68,7 @@ mkdir -p "$CACHE/k8s"
 # One build at a time per cache (parallel test jobs may all call this script).
 exec 9>"$CACHE/k8s/.build.lock"
 if command -v flock >/dev/null; then
-  flock 9
+  flock -n 9 || { log "waiting for the build in progress (another caller holds $CACHE/k8s/.build.lock)"; flock 9; }
   if [[ "${CHRONIK_K8S_REBUILD:-0}" != 1 ]] && have_all; then
     log "built by a concurrent run: $BIN"
     echo "$BIN"

@@ -362,11 +362,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "$CTRD/runc"
+  # No registry is reachable from here and nothing may leave the machine: every image the
+  # node runs is imported (node.sh import). A pull of anything else (an unknown image in
+  # the e2e suite) is sent to a closed local port and fails at once.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$DIR/config/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$DIR/cni/net.d"
     max_conf_num = 1
 EOF
+
+  local registry
+  for registry in docker.io registry.k8s.io localhost; do
+    mkdir -p "$DIR/config/certs.d/$registry"
+    cat >"$DIR/config/certs.d/$registry/hosts.toml" <<EOF
+server = "http://127.0.0.1:1"
+[host."http://127.0.0.1:1"]
+  capabilities = ["pull", "resolve"]
+EOF
+  done
 
   cat >"$DIR/config/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -761,7 +776,7 @@ node_pids() {
     p="${p#/proc/}"
     [[ "$p" == "$$" ]] && continue
     # shims: their command line names our socket
-    if [[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" == *"-address $SOCK"* ]]; then
+    if [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline")" == *"-address $SOCK"* ]]; then
       echo "$p"
       continue
     fi
