@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -44,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 NODES = [1, 2, 3]
 PARTITIONS = 6
 RATE = 300  # records per second
+EOS_DEBUG = os.environ.get("CHAOS_EOS_DEBUG", "1") != "0"
 KAFKA_PORT, CLUSTER_PORT, METRICS_PORT = 9092, 9093, 9644
 FAULTS = ["kill9", "sigterm", "sigstop", "isolate", "isolate_peers", "deafen", "slow",
           "disk_full"]
@@ -218,7 +220,9 @@ class Workload:
             # A frozen or cut-off leader never answers: give up on a request after 2 s
             # and ask for metadata again (idempotence keeps the retries exact).
             "request.timeout.ms": 2000, "topic.metadata.refresh.interval.ms": 1000,
-            "log_level": 3, **({"debug": "eos"} if os.environ.get("CHAOS_EOS_DEBUG") else {}),
+            # librdkafka's idempotence log (epoch bumps and why, sequence errors): a few
+            # hundred lines per run, and the evidence should an anomaly ever show up.
+            "log_level": 3, **({"debug": "eos"} if EOS_DEBUG else {}),
         })
 
         def on_delivery(err, msg):
@@ -242,13 +246,18 @@ class Workload:
         p.flush(240)
 
 
-def read_all(bootstrap: str, topic: str, highs: dict[int, int]) -> dict[int, list[int]]:
-    """Every record of every partition up to `highs`: {partition: [seq in offset order]}."""
+def read_all(bootstrap: str, topic: str, highs: dict[int, int]
+             ) -> tuple[dict[int, list[tuple[int, int]]], list[str]]:
+    """Every record of every partition up to `highs`: ({partition: [(offset, seq)] in offset
+    order}, redeliveries). A record is kept once per offset; an offset the consumer was
+    given again (its position moved back, e.g. after validating it against a new leader's
+    OffsetForLeaderEpoch) is reported as a redelivery, apart from a duplicate in the log."""
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-reader-{time.time()}",
                   "enable.auto.commit": False, "log_level": 3})
-    out: dict[int, list[int]] = {p: [] for p in highs}
+    out: dict[int, dict[int, int]] = {p: {} for p in highs}
+    redelivered: list[str] = []
     pos = {p: 0 for p in highs}
     c.assign([TopicPartition(topic, p, 0) for p in highs])
     deadline = time.monotonic() + 120
@@ -257,15 +266,18 @@ def read_all(bootstrap: str, topic: str, highs: dict[int, int]) -> dict[int, lis
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
+            p, offset = msg.partition(), msg.offset()
+            if offset < pos[p]:
+                redelivered.append(f"p{p} offset {offset} delivered again at position {pos[p]}")
             if msg.value() != PROBE:
-                out[msg.partition()].append(int(msg.value()))
-            pos[msg.partition()] = msg.offset() + 1
+                out[p][offset] = int(msg.value())
+            pos[p] = max(pos[p], offset + 1)
     finally:
         c.close()
     short = {p: (pos[p], highs[p]) for p in highs if pos[p] < highs[p]}
     if short:
         raise RuntimeError(f"could not read every record back: {short}")
-    return out
+    return {p: sorted(recs.items()) for p, recs in out.items()}, redelivered
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -301,12 +313,15 @@ class Verdict:
     panics: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     zombies: list[str] = field(default_factory=list)
+    # offsets the verifying consumer was handed twice (its position moved back)
+    redelivered: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.reordered or self.delivery_errors
-                    or self.hw_disagree or self.panics or self.crashes or self.zombies)
+                    or self.redelivered or self.hw_disagree or self.panics or self.crashes
+                    or self.zombies)
 
     def line(self) -> str:
         faults = ", ".join(
@@ -315,7 +330,8 @@ class Verdict:
             f"outage {fmt(f.recovery)})" for f in self.faults)
         return (f"seed {self.seed}: {'OK' if self.ok else 'ANOMALY'} acked={self.acked} "
                 f"lost={self.lost} duplicated={self.duplicated} reordered={self.reordered} "
-                f"delivery_errors={self.delivery_errors} hw_disagree={len(self.hw_disagree)} "
+                f"delivery_errors={self.delivery_errors} redelivered={len(self.redelivered)} "
+                f"hw_disagree={len(self.hw_disagree)} "
                 f"panics={len(self.panics)} crashes={len(self.crashes)} "
                 f"zombies={len(self.zombies)} | {faults}")
 
@@ -393,6 +409,23 @@ def failover_time(victim: Broker, brokers: list[Broker], topic: str, led: set[in
 PROBE = b"probe"  # values the verdict ignores
 
 
+class _Lines(logging.Handler):
+    """Collects a client's debug log; `interesting` leaves out the per-message chatter."""
+
+    NOISE = ("Produce MessageSet", "produce messageset", "Enqueue", "MsgId", "DRAIN")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def interesting(self, limit: int = 60) -> list[str]:
+        kept = [line for line in self.lines if not any(n in line for n in self.NOISE)]
+        return kept[-limit:]
+
+
 def writable_time(victim: Broker, brokers: list[Broker], topic: str, led: set[int],
                   t0: float, until: float) -> float | None:
     """Seconds from t0 until a fresh producer, bootstrapped from the brokers other than
@@ -401,15 +434,36 @@ def writable_time(victim: Broker, brokers: list[Broker], topic: str, led: set[in
 
     boot = ",".join(b.bootstrap for b in brokers if b is not victim)
     while time.monotonic() < until:
+        # The client's own account (metadata it got, where it sent what) is kept and shown
+        # only when an attempt fails.
+        trace = _Lines()
+        logger = logging.getLogger(f"chaos.probe.{id(trace)}")
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger.addHandler(trace)
         p = Producer({"bootstrap.servers": boot, "acks": "all", "linger.ms": 0,
-                      "message.timeout.ms": 1500, "log_level": 0})
+                      "message.timeout.ms": 1500, "debug": "metadata,topic,msg,broker",
+                      "logger": logger})
         acked: set[int] = set()
+        failed: dict[int, str] = {}
+
+        def on_delivery(err, m):
+            if err:
+                failed[m.partition()] = err.name()
+            else:
+                acked.add(m.partition())
+
         for part in led:
-            p.produce(topic, value=PROBE, partition=part,
-                      on_delivery=lambda err, m: err or acked.add(m.partition()))
+            p.produce(topic, value=PROBE, partition=part, on_delivery=on_delivery)
         p.flush(2)
+        logger.removeHandler(trace)
         if acked == led:
             return time.monotonic() - t0
+        # What a client met on the way is what to look at when this takes long.
+        log(f"  probe at {time.monotonic() - t0:.2f}s: not yet writable: "
+            f"{ {part: failed.get(part, 'no answer') for part in sorted(led - acked)} }")
+        for line in trace.interesting():
+            log(f"    {line}")
         time.sleep(0.05)
     return None
 
@@ -543,19 +597,23 @@ def judge(v: Verdict, w: Workload, brokers: list[Broker], topic: str) -> None:
         if len(set(hws.values())) != 1:
             v.hw_disagree.append(f"p{p}: {hws}")
         highs[p] = max(hws.values())
-    records = read_all(",".join(b.bootstrap for b in brokers), topic, highs)
-    seen: dict[int, int] = {}
-    for p, seqs in records.items():
-        for s in seqs:
-            seen[s] = seen.get(s, 0) + 1
+    records, v.redelivered = read_all(",".join(b.bootstrap for b in brokers), topic, highs)
+    seen: dict[int, list[tuple[int, int]]] = {}
+    for p, recs in records.items():
+        for offset, s in recs:
+            seen.setdefault(s, []).append((p, offset))
         # one producer, one partition: offsets follow the order of sending
-        for i, (a, b) in enumerate(zip(seqs, seqs[1:])):
+        for i, ((_, a), (offset, b)) in enumerate(zip(recs, recs[1:])):
             if b <= a:
                 v.reordered += 1
-                v.details.append(f"p{p} offset {i + 1}: {seqs[max(0, i - 3):i + 5]}")
+                around = recs[max(0, i - 3):i + 5]
+                v.details.append(f"p{p} offset {offset}: (offset, seq) {around}")
+    for s, places in seen.items():
+        if len(places) > 1:
+            v.details.append(f"seq {s} stored {len(places)} times: (partition, offset) {places}")
     v.acked = len(w.acked)
     v.lost = sum(1 for s in w.acked if s not in seen)
-    v.duplicated = sum(1 for c in seen.values() if c > 1)
+    v.duplicated = sum(1 for places in seen.values() if len(places) > 1)
     v.delivery_errors = len(w.errors)
 
 
@@ -625,7 +683,7 @@ def main() -> int:
                         tail = p.read_text(errors="replace")[-3000:]
                         print(f"--- {p.name} (tail)\n{tail}", flush=True)
                 print(v.line(), flush=True)
-                for detail in v.hw_disagree + v.panics + v.crashes + v.zombies + v.details:
+                for detail in v.hw_disagree + v.panics + v.crashes + v.zombies + v.redelivered + v.details:
                     print(f"    {detail}", flush=True)
                 if not v.ok:
                     # The brokers' logs of a failed run outlive its temporary directory.

@@ -22,7 +22,8 @@ def test_every_fault_once_loses_nothing_and_recovers(tmp_path):
     assert verdict.faults and len(verdict.faults) == len(chaos.FAULTS)
     assert verdict.acked > 1000
     assert verdict.ok, verdict.line() + "\n" + "\n".join(
-        verdict.hw_disagree + verdict.panics + verdict.crashes + verdict.zombies)
+        verdict.hw_disagree + verdict.panics + verdict.crashes + verdict.zombies
+        + verdict.redelivered + verdict.details)
     # Every partition acknowledged again soon after every fault was healed.
     slow = [f for f in verdict.faults if f.recovery is None or f.recovery > f.seconds + 5]
     assert not slow, f"slow recoveries: {slow}"

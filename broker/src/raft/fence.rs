@@ -13,6 +13,12 @@
 //! the same retriable NOT_LEADER_OR_FOLLOWER, until the refused batch comes back (its
 //! retry) or is seen committed through another leader; the producer then resends them in
 //! order. A fence that nothing lifts (the producer went away) lapses after a while.
+//!
+//! A batch held back is refused as well, so a commit seen through another leader lifts
+//! the fence only if it covers every refused batch; otherwise the fence moves up to the
+//! batch after the committed one. (Lifting it outright let the batch after a held one
+//! through while the held one was still to come back: a gap, which a chaos run showed as
+//! librdkafka's epoch bump "skipped sequence numbers".)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -52,8 +58,10 @@ impl Sequenced {
 
 struct Fence {
     epoch: i16,
-    /// The first sequence refused: batches after it wait for it.
+    /// The first sequence refused and not seen in the log since: batches after it wait.
     sequence: i32,
+    /// The base sequence of the last batch refused (or held back).
+    last_refused: i32,
     since: Instant,
 }
 
@@ -68,6 +76,7 @@ impl Fences {
         if let Some(f) = self.by_producer.get_mut(&b.producer_id) {
             if f.epoch == b.epoch && now.duration_since(f.since) < FENCE_LIFETIME {
                 f.sequence = f.sequence.min(b.base_sequence);
+                f.last_refused = f.last_refused.max(b.base_sequence);
                 return;
             }
         }
@@ -83,6 +92,7 @@ impl Fences {
             Fence {
                 epoch: b.epoch,
                 sequence: b.base_sequence,
+                last_refused: b.base_sequence,
                 since: now,
             },
         );
@@ -90,26 +100,33 @@ impl Fences {
 
     /// Whether `b` must be refused because an earlier batch of its producer was. A batch
     /// at or before the fenced sequence (the retry), or of a newer epoch, lifts the fence.
+    /// A batch held back counts as refused: it too must come back before later ones.
     pub fn holds_back(&mut self, b: Sequenced, now: Instant) -> bool {
-        let Some(f) = self.by_producer.get(&b.producer_id) else {
+        let Some(f) = self.by_producer.get_mut(&b.producer_id) else {
             return false;
         };
         let waiting = f.epoch == b.epoch
             && b.base_sequence > f.sequence
             && now.duration_since(f.since) < FENCE_LIFETIME;
-        if !waiting {
+        if waiting {
+            f.last_refused = f.last_refused.max(b.base_sequence);
+        } else {
             self.by_producer.remove(&b.producer_id);
         }
         waiting
     }
 
-    /// A committed batch: once the fenced batch (or anything after it) is in the log,
-    /// through whichever leader, nothing is left to wait for.
+    /// A committed batch, through whichever leader. Once it covers every refused batch
+    /// nothing is left to wait for; if batches after it were refused, the next of them
+    /// must come back before anything later is written.
     pub fn committed(&mut self, b: Sequenced) {
-        if let Some(f) = self.by_producer.get(&b.producer_id) {
-            if b.epoch != f.epoch || b.last_sequence >= f.sequence {
-                self.by_producer.remove(&b.producer_id);
-            }
+        let Some(f) = self.by_producer.get_mut(&b.producer_id) else {
+            return;
+        };
+        if b.epoch != f.epoch || b.last_sequence >= f.last_refused || b.last_sequence == i32::MAX {
+            self.by_producer.remove(&b.producer_id);
+        } else if b.last_sequence >= f.sequence {
+            f.sequence = b.last_sequence + 1;
         }
     }
 }
@@ -166,6 +183,33 @@ mod tests {
         );
         f.committed(batch(7, 0, 3));
         assert!(!f.holds_back(batch(7, 0, 4), now));
+    }
+
+    /// The chaos run's gap: batch 3 refused, 4 and 5 held back, then 3 (and 4) seen
+    /// committed through the old leader's log. Batch 6 must still wait for 5.
+    #[test]
+    fn a_commit_elsewhere_moves_the_fence_past_itself_only() {
+        let now = Instant::now();
+        let mut f = Fences::default();
+        f.refused(batch(7, 0, 3), now);
+        assert!(f.holds_back(batch(7, 0, 4), now));
+        assert!(f.holds_back(batch(7, 0, 5), now));
+        f.committed(batch(7, 0, 3));
+        f.committed(batch(7, 0, 4));
+        assert!(f.holds_back(batch(7, 0, 6), now), "5 has not come back");
+        assert!(!f.holds_back(batch(7, 0, 5), now), "5 itself passes");
+        assert!(!f.holds_back(batch(7, 0, 6), now), "and then 6");
+
+        f.refused(batch(7, 0, 8), now);
+        assert!(f.holds_back(batch(7, 0, 9), now));
+        f.committed(Sequenced {
+            last_sequence: 9,
+            ..batch(7, 0, 8)
+        });
+        assert!(
+            !f.holds_back(batch(7, 0, 10), now),
+            "a commit covering every refused batch lifts the fence"
+        );
     }
 
     #[test]

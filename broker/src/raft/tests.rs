@@ -546,3 +546,64 @@ async fn a_refused_batch_holds_back_the_producers_next_ones() {
     cluster.assert_drivers_alive();
     cluster.stop();
 }
+
+/// The gap a chaos run found: a node refuses batch 1 (not the leader yet) and holds back
+/// batch 2 behind it; batch 1 then commits through the old leader and the node applies
+/// it. Batch 3 must still wait for batch 2 once the node leads. (The commit used to lift
+/// the fence outright: batch 3 was written behind a gap and answered
+/// OUT_OF_ORDER_SEQUENCE_NUMBER, on which librdkafka bumps its epoch and renumbers batches
+/// another leader may have committed, which are then stored twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_through_another_leader_does_not_let_a_held_batch_be_skipped() {
+    let (cluster, group) = three_nodes_with_one_record().await;
+    let (old, new) = (cluster.node(1), cluster.node(2));
+    let idempotent = |seq| make_batch(1, 7, seq, b"idempotent").to_vec();
+    let appended = |base_offset| Ok(Applied::Partition(AppendOutcome::Appended { base_offset }));
+
+    assert_eq!(
+        propose(&old.handle, group, idempotent(0)).await,
+        appended(1)
+    );
+    for seq in [1, 2] {
+        let refused = propose(&new.handle, group, idempotent(seq)).await;
+        assert!(
+            matches!(refused, Err(super::ProposeError::NotLeader)),
+            "batch {seq} at a follower: {refused:?}"
+        );
+    }
+    assert_eq!(
+        propose(&old.handle, group, idempotent(1)).await,
+        appended(2)
+    );
+    wait_for("node 2 to apply batch 1", || {
+        (cluster.high_watermark(2, "t") == 3).then_some(())
+    })
+    .await;
+
+    // Node 3 falls behind, so that the transfer goes to node 2.
+    cluster.net.cut_off(3);
+    produce(&old.handle, group).await;
+    assert!(old.handle.transfer_leadership().await > 0);
+    wait_for("node 2 to lead", || {
+        let p = new.catalog.partition("t", 0)?;
+        (p.leader() == Some(2) && p.high_watermark() == 4).then_some(())
+    })
+    .await;
+    cluster.net.heal(3);
+
+    let skipped = propose(&new.handle, group, idempotent(3)).await;
+    assert!(
+        matches!(skipped, Err(super::ProposeError::NotLeader)),
+        "the batch after a held one: {skipped:?}"
+    );
+    assert_eq!(
+        propose(&new.handle, group, idempotent(2)).await,
+        appended(4)
+    );
+    assert_eq!(
+        propose(&new.handle, group, idempotent(3)).await,
+        appended(5)
+    );
+    cluster.assert_drivers_alive();
+    cluster.stop();
+}

@@ -382,7 +382,7 @@ impl Driver {
             Ok(()) => {
                 let index = g.node.raft.raft_log.last_index();
                 let term = g.node.raft.term;
-                g.proposals.insert(
+                let replaced = g.proposals.insert(
                     index,
                     Proposal {
                         term,
@@ -391,6 +391,11 @@ impl Driver {
                         sequenced,
                     },
                 );
+                // A proposal of an earlier term at this index was overwritten unanswered
+                // (leadership lost and regained between two Readies): it was not written.
+                if let Some(old) = replaced {
+                    g.refuse(old.sequenced, old.reply, ProposeError::NotLeader);
+                }
             }
             Err(e) => {
                 tracing::debug!(group, error = %e, "proposal dropped");
