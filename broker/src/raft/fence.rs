@@ -123,7 +123,7 @@ impl Fences {
         let Some(f) = self.by_producer.get_mut(&b.producer_id) else {
             return;
         };
-        if b.epoch != f.epoch || b.last_sequence >= f.last_refused || b.last_sequence == i32::MAX {
+        if b.epoch != f.epoch || b.last_sequence >= f.last_refused {
             self.by_producer.remove(&b.producer_id);
         } else if b.last_sequence >= f.sequence {
             f.sequence = b.last_sequence + 1;

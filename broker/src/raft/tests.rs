@@ -381,6 +381,14 @@ async fn propose(
     h.propose(group, batch).wait(Duration::from_secs(5)).await
 }
 
+/// Asserts that a proposal was answered NOT_LEADER_OR_FOLLOWER; `what` names it.
+fn assert_not_leader(outcome: &Result<Applied, super::ProposeError>, what: &str) {
+    assert!(
+        matches!(outcome, Err(super::ProposeError::NotLeader)),
+        "{what}: {outcome:?}"
+    );
+}
+
 async fn produce(h: &RaftHandle, group: u64) -> Applied {
     h.propose(group, make_batch(1, -1, -1, b"r").to_vec())
         .wait(Duration::from_secs(10))
@@ -516,10 +524,7 @@ async fn a_refused_batch_holds_back_the_producers_next_ones() {
     assert!(leader.handle.transfer_leadership().await > 0);
     let idempotent = |seq| make_batch(1, 7, seq, b"idempotent").to_vec();
     let first = propose(&leader.handle, group, idempotent(0)).await;
-    assert!(
-        matches!(first, Err(super::ProposeError::NotLeader)),
-        "{first:?}"
-    );
+    assert_not_leader(&first, "first");
     // The transfer lapses (an election timeout) and node 1 leads on.
     wait_for("the transfer to lapse", || {
         let p = leader.catalog.partition("t", 0)?;
@@ -528,10 +533,7 @@ async fn a_refused_batch_holds_back_the_producers_next_ones() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = propose(&leader.handle, group, idempotent(1)).await;
-    assert!(
-        matches!(second, Err(super::ProposeError::NotLeader)),
-        "the batch after a refused one: {second:?}"
-    );
+    assert_not_leader(&second, "the batch after a refused one");
     for (seq, offset) in [(0, 4), (1, 5)] {
         let outcome = propose(&leader.handle, group, idempotent(seq)).await;
         assert_eq!(
@@ -566,10 +568,7 @@ async fn a_commit_through_another_leader_does_not_let_a_held_batch_be_skipped() 
     );
     for seq in [1, 2] {
         let refused = propose(&new.handle, group, idempotent(seq)).await;
-        assert!(
-            matches!(refused, Err(super::ProposeError::NotLeader)),
-            "batch {seq} at a follower: {refused:?}"
-        );
+        assert_not_leader(&refused, &format!("batch {seq} at a follower"));
     }
     assert_eq!(
         propose(&old.handle, group, idempotent(1)).await,
@@ -592,10 +591,7 @@ async fn a_commit_through_another_leader_does_not_let_a_held_batch_be_skipped() 
     cluster.net.heal(3);
 
     let skipped = propose(&new.handle, group, idempotent(3)).await;
-    assert!(
-        matches!(skipped, Err(super::ProposeError::NotLeader)),
-        "the batch after a held one: {skipped:?}"
-    );
+    assert_not_leader(&skipped, "the batch after a held one");
     assert_eq!(
         propose(&new.handle, group, idempotent(2)).await,
         appended(4)
