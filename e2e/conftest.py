@@ -174,3 +174,29 @@ def kube() -> Kube:
     if not os.environ.get("E2E_KEEP"):
         step("uninstalling the release and deleting the namespace")
         remove_release(k)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a scenario fails, keeps every pod's log of the namespace (and the previous
+    container's, after a restart) under E2E_LOGS (default /tmp/chronik-e2e-logs/<test>),
+    before the namespace is deleted."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    out = Path(os.environ.get("E2E_LOGS", "/tmp/chronik-e2e-logs")) / item.name
+    try:
+        k = Kube()
+        out.mkdir(parents=True, exist_ok=True)
+        pods = json.loads(k.kubectl("get", "pods", "-o", "json"))["items"]
+        for p in pods:
+            name = p["metadata"]["name"]
+            for previous in (False, True):
+                log = k.kubectl("logs", name, "--all-containers", *(["--previous"] if previous else []),
+                                check=False, timeout=60)
+                if log:
+                    (out / f"{name}{'.previous' if previous else ''}.log").write_text(log)
+        step(f"pod logs of the failed scenario kept in {out}")
+    except Exception as e:  # the report of the failure itself matters more
+        step(f"could not keep the pod logs: {e}")

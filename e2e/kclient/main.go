@@ -5,7 +5,9 @@
 //	kclient check   -brokers B -topic T            produce one record, read it back
 //	kclient produce -brokers B -topic T -rate 200 -duration 60s
 //	                 prints one line per acknowledged record ("ack <seq> <partition> <offset>")
-//	                 and, at the end, a summary line with the longest stall between acks
+//	                 and, at the end, a summary line with the longest stall between acks;
+//	                 a stall over 1 s is printed when it ends ("stall <ms>ms ended <time>
+//	                 by partition <p>"), and franz-go's info log goes to stderr
 //	kclient verify  -brokers B -topic T -expect N  reads the topic from the start; prints the
 //	                 sequence numbers it found as ranges ("seen 0-99,101-250"), and fails if
 //	                 it found fewer than N distinct ones
@@ -68,6 +70,11 @@ func producer(seeds []string, topic string, timeout time.Duration) (*kgo.Client,
 		kgo.RecordDeliveryTimeout(timeout),
 		kgo.AllowAutoTopicCreation(),
 		kgo.ProducerLinger(5*time.Millisecond),
+		// The client's own account of metadata refreshes, moved partitions and
+		// connections, on stderr with timestamps: what explains a stall.
+		kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelInfo, func() string {
+			return time.Now().Format("15:04:05.000 ")
+		})),
 	)
 }
 
@@ -143,8 +150,13 @@ func produce(seeds []string, topic string, rate int, duration, timeout time.Dura
 				return
 			}
 			now := time.Now()
-			if d := now.Sub(lastAck); d > maxStall {
+			d := now.Sub(lastAck)
+			if d > maxStall {
 				maxStall = d
+			}
+			if d > time.Second {
+				// Where a stall ended, to line it up with the client's log and the brokers'.
+				fmt.Printf("stall %dms ended %s by partition %d\n", d.Milliseconds(), now.Format("15:04:05.000"), r.Partition)
 			}
 			lastAck = now
 			acked++
