@@ -45,7 +45,8 @@ fn partition_status(p: &crate::log::PartitionShared) -> PartitionStatus {
     }
 }
 
-/// Brokers that can take replicas: registered, and this one or heard from recently.
+/// Brokers that can take replicas: registered, this one or heard from recently, and not
+/// being decommissioned (one that just stopped still looks alive for a few seconds).
 fn live_brokers(b: &Broker) -> Vec<u64> {
     let me = b.node_id as u64;
     let mut ids: Vec<u64> = b
@@ -54,6 +55,7 @@ fn live_brokers(b: &Broker) -> Vec<u64> {
         .iter()
         .map(|r| r.id)
         .filter(|id| *id == me || b.catalog.peer_alive(*id, LIVENESS_WINDOW))
+        .filter(|id| !b.catalog.is_leaving(*id))
         .collect();
     ids.sort_unstable();
     ids
@@ -180,11 +182,15 @@ impl Admin for AdminService {
             leaderless: partitions.iter().filter(|p| p.leader < 0).count() as u32,
         };
         let brokers = broker_statuses(b, &partitions);
+        let (voters, learners) = b.catalog.metadata_members();
+        let ids = |v: Vec<u64>| v.into_iter().map(|id| id as i32).collect();
         Ok(Response::new(ClusterStatusResponse {
             cluster_id: b.cluster_id(),
             node_id: me,
             brokers,
             summary: Some(summary),
+            metadata_voters: ids(voters),
+            metadata_learners: ids(learners),
             partitions: if request.into_inner().include_partitions {
                 partitions
             } else {
@@ -280,6 +286,15 @@ impl Admin for AdminService {
             ))
         })?;
         tracing::info!(node, moves = targets.len(), "decommission started");
+        let mut leaving_now = leaving;
+        leaving_now.push(node);
+        let command = crate::metadata::Command::SetLeaving {
+            nodes: leaving_now,
+            leaving: true,
+        };
+        crate::cluster::propose_metadata(b, &command, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|e| Status::unavailable(format!("marking the broker leaving: {e}")))?;
         commit_targets(b, targets).await?;
         Ok(Response::new(DecommissionResponse {}))
     }
@@ -295,10 +310,17 @@ impl Admin for AdminService {
             .filter(|p| p.replicas.contains(&node))
             .map(|p| format!("{}-{}", p.topic, p.partition))
             .collect();
+        let (voters, _) = b.catalog.metadata_members();
+        let votes = u64::try_from(node).is_ok_and(|n| voters.contains(&n));
         Ok(Response::new(DecommissionStatusResponse {
-            done: remaining.is_empty(),
+            done: remaining.is_empty() && !votes,
             replicas_remaining: remaining.len() as u32,
-            message: if remaining.is_empty() {
+            message: if remaining.is_empty() && votes {
+                format!(
+                    "node {node} holds no replica but still votes in the metadata group \
+                     (voters {voters:?}): its vote goes to another broker first"
+                )
+            } else if remaining.is_empty() {
                 format!("node {node} holds no replica")
             } else {
                 format!(

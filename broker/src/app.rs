@@ -5,7 +5,7 @@
 //! metadata log (after which the broker is ready). Shutdown first hands leadership to other
 //! voters, then runs in reverse.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::broker::{self, Broker};
@@ -89,10 +89,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retention_ms: settings.retention_ms,
         retention_bytes: settings.retention_bytes,
         disk,
+        metadata_voters: settings.metadata_voters,
     };
-    let transport = Box::new(GrpcTransport::new(args.node_id, peers.clone()));
+    let driver_cell = Arc::new(OnceLock::new());
+    let snapshots = cluster::snapshot::SnapshotSender::new(
+        args.node_id,
+        peers.clone(),
+        db.clone(),
+        driver_cell.clone(),
+    );
+    let transport = Box::new(GrpcTransport::new(args.node_id, peers.clone(), snapshots));
     let (raft, driver_thread) =
         raft::Driver::start(driver_config, db.clone(), catalog.clone(), transport)?;
+    let _ = driver_cell.set(raft.clone());
     let broker = Arc::new(Broker {
         node_id,
         host,

@@ -140,6 +140,9 @@ pub struct Settings {
     /// refused with KAFKA_STORAGE_ERROR until space returns (RocksDB keeps the margin
     /// for flushes and compactions of what was accepted).
     pub storage_min_free_bytes: u64,
+    /// Voters of the metadata group (the controller quorum); 0 picks 3, or 5 once at
+    /// least five brokers stay. Brokers beyond it receive the metadata log as learners.
+    pub metadata_voters: usize,
 }
 
 impl Default for Settings {
@@ -158,6 +161,7 @@ impl Default for Settings {
             group_max_session_timeout_ms: 1_800_000,
             raft_tick_ms: 100,
             storage_min_free_bytes: 1 << 30,
+            metadata_voters: 0,
         }
     }
 }

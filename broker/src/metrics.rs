@@ -121,6 +121,56 @@ pub static RAFT_SEND_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub static RAFT_SNAPSHOTS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_snapshots_sent_total",
+        "Partition snapshots delivered to a replica that needed compacted entries"
+    )
+    .unwrap()
+});
+pub static RAFT_SNAPSHOT_SEND_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_snapshot_send_failures_total",
+        "Partition snapshots that did not arrive (Raft sends another)"
+    )
+    .unwrap()
+});
+pub static RAFT_SNAPSHOT_BYTES_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_snapshot_bytes_sent_total",
+        "Record batch bytes sent in partition snapshots"
+    )
+    .unwrap()
+});
+pub static RAFT_SNAPSHOT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "chronik_raft_snapshot_send_seconds",
+        "Time to stream a partition snapshot to a replica",
+        vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]
+    )
+    .unwrap()
+});
+pub static RAFT_SNAPSHOTS_RECEIVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_snapshots_received_total",
+        "Partition snapshots received whole and taken by Raft"
+    )
+    .unwrap()
+});
+pub static RAFT_SNAPSHOT_BYTES_RECEIVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_snapshot_bytes_received_total",
+        "Record batch bytes received in partition snapshots"
+    )
+    .unwrap()
+});
+pub static RAFT_SNAPSHOTS_INSTALLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_raft_snapshots_installed_total",
+        "Partition snapshots installed (ingested into the store)"
+    )
+    .unwrap()
+});
 static UNDER_REPLICATED: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "chronik_under_replicated_partitions",
@@ -153,6 +203,14 @@ static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 fn render(catalog: &Catalog, node_id: u64) -> String {
     BUILD_INFO.with_label_values(&[crate::version()]).set(1);
+    // Exported at zero before the first snapshot, so that dashboards see them at all.
+    LazyLock::force(&RAFT_SNAPSHOTS_SENT);
+    LazyLock::force(&RAFT_SNAPSHOT_SEND_FAILURES);
+    LazyLock::force(&RAFT_SNAPSHOT_BYTES_SENT);
+    LazyLock::force(&RAFT_SNAPSHOT_SECONDS);
+    LazyLock::force(&RAFT_SNAPSHOTS_RECEIVED);
+    LazyLock::force(&RAFT_SNAPSHOT_BYTES_RECEIVED);
+    LazyLock::force(&RAFT_SNAPSHOTS_INSTALLED);
     let topics = catalog.topics();
     let partitions = topics.iter().flat_map(|t| t.partitions.iter());
     let (mut count, mut led, mut bytes, mut urp) = (0i64, 0i64, 0i64, 0i64);

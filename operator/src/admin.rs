@@ -161,6 +161,13 @@ pub fn apply_cluster_status(status: &mut ChronikClusterStatus, cs: &ClusterStatu
         let reported = cs.brokers.iter().find(|r| r.node_id == b.id);
         b.leaders = reported.map(|r| r.leader_count as i32);
         b.replicas = reported.map(|r| r.replica_count as i32);
+        b.metadata = if cs.metadata_voters.contains(&b.id) {
+            Some("voter".into())
+        } else if cs.metadata_learners.contains(&b.id) {
+            Some("learner".into())
+        } else {
+            None
+        };
     }
     let summary = cs.summary.unwrap_or_default();
     status.partitions = Some(PartitionSummary {
@@ -229,6 +236,8 @@ mod tests {
                 offline: 1,
                 leaderless: 1,
             }),
+            metadata_voters: vec![1],
+            metadata_learners: vec![2],
             ..Default::default()
         };
         let mut status = ChronikClusterStatus {
@@ -258,5 +267,7 @@ mod tests {
         assert_eq!(status.brokers[0].leaders, Some(60));
         assert_eq!(status.brokers[0].replicas, Some(62));
         assert_eq!(status.brokers[1].leaders, None, "broker 2 was not reported");
+        assert_eq!(status.brokers[0].metadata.as_deref(), Some("voter"));
+        assert_eq!(status.brokers[1].metadata.as_deref(), Some("learner"));
     }
 }

@@ -340,6 +340,11 @@ pub struct BrokerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024))]
     pub max_request_bytes: Option<i64>,
+    /// Voters of the metadata group (the controller quorum); 0 keeps 3, or 5 once at least
+    /// five live brokers stay (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 15))]
+    pub metadata_voters: Option<i64>,
     /// Raft tick; an election takes 10 ticks (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -470,6 +475,10 @@ pub struct BrokerStatus {
     /// Partition replicas on this broker (from the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Its part in the metadata quorum: `voter`, or `learner` (it receives the metadata
+    /// log without voting); from the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

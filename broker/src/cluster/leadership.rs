@@ -15,8 +15,7 @@ use crate::shutdown::Shutdown;
 
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(300);
 
-/// A peer that has not reported for this long is considered down.
-pub const LIVENESS_WINDOW: Duration = Duration::from_secs(3);
+pub use crate::metadata::catalog::LIVENESS_WINDOW;
 
 pub async fn report_loop(broker: Arc<Broker>, shutdown: Shutdown) {
     let mut interval = tokio::time::interval(REPORT_INTERVAL);

@@ -2,7 +2,8 @@
 //! ([`peers`]), Raft traffic ([`transport`] out, [`service`] in), metadata commands
 //! forwarded to the metadata leader ([`forward`]), leadership reports that let every
 //! broker answer Metadata for partitions it does not host ([`leadership`]), each broker's
-//! registration in the metadata log ([`registration`]), and how a broker without cluster
+//! registration in the metadata log ([`registration`]), partition snapshots streamed to
+//! replicas that need compacted entries ([`snapshot`]), and how a broker without cluster
 //! state bootstraps a new cluster or joins an existing one ([`join`]).
 
 pub mod discovery;
@@ -13,6 +14,7 @@ pub mod peers;
 pub mod placement;
 pub mod registration;
 pub mod service;
+pub mod snapshot;
 pub mod transport;
 
 use std::net::SocketAddr;

@@ -19,7 +19,10 @@ use crate::shutdown::Shutdown;
 pub async fn register(broker: Arc<Broker>, record: BrokerRecord, shutdown: Shutdown) {
     loop {
         let named = broker.catalog.cluster_id().is_some();
-        if named && broker.catalog.broker(record.id).as_ref() == Some(&record) {
+        // (A broker marked leaving registers again: starting, it is back.)
+        let registered = broker.catalog.broker(record.id).as_ref() == Some(&record)
+            && !broker.catalog.is_leaving(record.id);
+        if named && registered {
             wait_for_leaders(&broker).await;
             broker.catalog.set_ready();
             tracing::info!(node = record.id, cluster_id = %broker.cluster_id(), "broker registered; ready");

@@ -13,7 +13,7 @@ use raft::eraftpb::Message;
 use tonic::{Request, Response, Status};
 
 use super::forward::error_code;
-use super::Starting;
+use super::{snapshot, Starting};
 use crate::metadata::{self, Command};
 
 pub struct ClusterService {
@@ -84,6 +84,48 @@ impl Cluster for ClusterService {
             }
         }
         Ok(Response::new(LeadershipAck {}))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<InstallSnapshotResponse>, Status> {
+        let broker = self.starting.broker()?.clone();
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(SnapshotChunk {
+                chunk: Some(snapshot_chunk::Chunk::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a snapshot stream starts with its header",
+                ))
+            }
+        };
+        let (from, group) = (header.from_node, header.group);
+        let message = Message::decode(header.message.as_slice()).map_err(|e| {
+            Status::invalid_argument(format!("undecodable Raft message from node {from}: {e}"))
+        })?;
+        let received = snapshot::receive(&broker.db, group, &message, stream)
+            .await
+            .map_err(|e| {
+                tracing::warn!(from, group, error = %e, "snapshot not received");
+                Status::aborted(format!("snapshot of group {group} not received: {e}"))
+            })?;
+        tracing::info!(
+            from,
+            group,
+            index = received.index,
+            batches = received.batches,
+            bytes = received.bytes,
+            "snapshot received"
+        );
+        let answer = InstallSnapshotResponse {
+            batches: received.batches,
+            bytes: received.bytes,
+        };
+        broker.raft.install_snapshot(group, message, received);
+        Ok(Response::new(answer))
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {

@@ -14,6 +14,7 @@ use raft::eraftpb::Message;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use super::snapshot::{is_snapshot, SnapshotSender};
 use super::{Peers, MAX_GRPC_MESSAGE};
 use crate::metrics;
 
@@ -25,29 +26,38 @@ pub struct GrpcTransport {
     peers: Arc<Peers>,
     runtime: Handle,
     queues: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<GroupMessage>>>>,
+    snapshots: Arc<SnapshotSender>,
 }
 
 impl GrpcTransport {
     /// Must be called inside the Tokio runtime that will run the sending tasks.
-    pub fn new(me: u64, peers: Arc<Peers>) -> Self {
+    pub fn new(me: u64, peers: Arc<Peers>, snapshots: Arc<SnapshotSender>) -> Self {
         GrpcTransport {
             me,
             peers,
             runtime: Handle::current(),
             queues: Mutex::default(),
+            snapshots,
         }
     }
 }
 
 impl crate::raft::Transport for GrpcTransport {
     fn send(&self, to: u64, messages: Vec<(u64, Message)>) {
-        let encoded = messages
-            .into_iter()
-            .map(|(group, m)| GroupMessage {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for (group, m) in messages {
+            if is_snapshot(&m) {
+                self.snapshots.send(to, group, m);
+                continue;
+            }
+            encoded.push(GroupMessage {
                 group,
                 message: m.encode_to_vec(),
-            })
-            .collect();
+            });
+        }
+        if encoded.is_empty() {
+            return;
+        }
         let mut queues = self.queues.lock().unwrap();
         let queue = queues.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();

@@ -4,5 +4,6 @@
 pub mod batch;
 pub mod partition;
 pub mod read;
+pub mod snapshot;
 
 pub use partition::{AppendOutcome, PartitionMachine, PartitionShared};

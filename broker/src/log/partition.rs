@@ -89,6 +89,10 @@ impl PartitionShared {
         let mut unflushed = self.unflushed.lock().unwrap();
         *unflushed = unflushed.split_off(&(last_offset + 1));
     }
+    /// Forgets every unflushed batch: a snapshot replaced the log they belonged to.
+    pub fn clear_unflushed(&self) {
+        self.unflushed.lock().unwrap().clear();
+    }
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
     }
@@ -98,9 +102,6 @@ impl PartitionShared {
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.store(epoch, Ordering::Release)
-    }
     /// The Raft leader's node id, if the group has one. A broker without a replica knows
     /// only what leaders report: a leader that stopped reporting is not advertised.
     pub fn leader(&self) -> Option<u64> {
@@ -109,6 +110,11 @@ impl PartitionShared {
             return None;
         }
         Some(leader)
+    }
+
+    fn set_leadership(&self, leader: u64, term: u64) {
+        self.leader.store(leader, Ordering::Release);
+        self.leader_epoch.store(term as i32, Ordering::Release);
     }
 
     fn report_is_fresh(&self) -> bool {
@@ -172,8 +178,7 @@ impl PartitionShared {
             None if same_leadership && !r.1.is_empty() => r.1.clone(),
             None => [leader].into_iter().filter(|id| *id != 0).collect(),
         };
-        self.leader.store(leader, Ordering::Release);
-        self.set_leader_epoch(term as i32);
+        self.set_leadership(leader, term);
         if r.0 != voters || r.1 != in_sync {
             *r = (voters.to_vec(), in_sync);
         }
@@ -186,8 +191,7 @@ impl PartitionShared {
         if (term as i32) < self.leader_epoch() {
             return;
         }
-        self.leader.store(leader, Ordering::Release);
-        self.set_leader_epoch(term as i32);
+        self.set_leadership(leader, term);
         *r = (voters.to_vec(), in_sync.to_vec());
         *self.reported_voters.lock().unwrap() = voters.to_vec();
         if leader != 0 {
@@ -319,12 +323,12 @@ impl PartitionMachine {
             applied_batches: Vec::new(),
         };
         if let Some(v) = db.get(keys::group_key(keys::APPLIED, group))? {
-            anyhow::ensure!(v.len() == 32, "applied state of group {group} is damaged");
-            let u = |r: std::ops::Range<usize>| u64::from_be_bytes(v[r].try_into().unwrap());
-            m.applied_index = u(0..8);
-            m.next_offset = u(8..16) as i64;
-            m.log_start = u(16..24) as i64;
-            m.log_bytes = u(24..32);
+            let a = AppliedState::decode(&v)
+                .ok_or_else(|| anyhow::anyhow!("applied state of group {group} is damaged"))?;
+            m.applied_index = a.index;
+            m.next_offset = a.next_offset;
+            m.log_start = a.log_start;
+            m.log_bytes = a.log_bytes;
         }
         let prefix = keys::group_key(keys::PRODUCER, group);
         for item in db.prefix_iterator(&prefix) {
@@ -469,13 +473,59 @@ impl PartitionMachine {
         self.stage_applied(wb);
     }
 
+    /// Records that entry `raft_index` (a membership change, no batch) was applied, so
+    /// that the stored applied state stays level with the stored membership: a snapshot
+    /// reads both as of one index.
+    pub fn mark_applied(&mut self, raft_index: u64, wb: &mut WriteBatch) {
+        self.applied_index = raft_index;
+        self.stage_applied(wb);
+    }
+
     fn stage_applied(&self, wb: &mut WriteBatch) {
+        let state = AppliedState {
+            index: self.applied_index,
+            next_offset: self.next_offset,
+            log_start: self.log_start,
+            log_bytes: self.log_bytes,
+        };
+        wb.put(
+            keys::group_key(keys::APPLIED, self.shared.group),
+            state.encode(),
+        );
+    }
+}
+
+/// A partition's applied state as stored under `a group`: how far its log was applied
+/// and what that made of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedState {
+    pub index: u64,
+    pub next_offset: i64,
+    pub log_start: i64,
+    pub log_bytes: u64,
+}
+
+impl AppliedState {
+    pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(32);
-        v.extend_from_slice(&self.applied_index.to_be_bytes());
+        v.extend_from_slice(&self.index.to_be_bytes());
         v.extend_from_slice(&self.next_offset.to_be_bytes());
         v.extend_from_slice(&self.log_start.to_be_bytes());
         v.extend_from_slice(&self.log_bytes.to_be_bytes());
-        wb.put(keys::group_key(keys::APPLIED, self.shared.group), v);
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() != 32 {
+            return None;
+        }
+        let u = |r: std::ops::Range<usize>| u64::from_be_bytes(v[r].try_into().unwrap());
+        Some(AppliedState {
+            index: u(0..8),
+            next_offset: u(8..16) as i64,
+            log_start: u(16..24) as i64,
+            log_bytes: u(24..32),
+        })
     }
 }
 

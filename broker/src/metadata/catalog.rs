@@ -29,6 +29,9 @@ struct MetadataLeader {
     term: u64,
 }
 
+/// A peer that has not reported its leaderships for this long is considered down.
+pub const LIVENESS_WINDOW: Duration = Duration::from_secs(3);
+
 pub struct Catalog {
     topics: RwLock<BTreeMap<String, Arc<TopicView>>>,
     brokers: RwLock<BTreeMap<u64, BrokerRecord>>,
@@ -36,6 +39,10 @@ pub struct Catalog {
     /// Target voters of partition groups being moved (rebalance, decommission).
     targets: RwLock<BTreeMap<u64, Vec<u64>>>,
     metadata_leader: Mutex<MetadataLeader>,
+    /// The metadata group's (voters, learners) as this broker's Raft knows them.
+    metadata_members: Mutex<(Vec<u64>, Vec<u64>)>,
+    /// Brokers being decommissioned.
+    leaving: RwLock<std::collections::BTreeSet<u64>>,
     /// When each peer last reported its leaderships: a live peer reports every few
     /// hundred milliseconds.
     peer_seen: Mutex<HashMap<u64, Instant>>,
@@ -53,6 +60,8 @@ impl Default for Catalog {
             cluster_id: RwLock::default(),
             targets: RwLock::default(),
             metadata_leader: Mutex::default(),
+            metadata_members: Mutex::default(),
+            leaving: RwLock::default(),
             peer_seen: Mutex::default(),
             offsets: RwLock::default(),
             appended: watch::channel(0).0,
@@ -141,6 +150,25 @@ impl Catalog {
         if term >= m.term {
             *m = MetadataLeader { leader, term };
         }
+    }
+
+    /// The metadata group's voters and learners, sorted.
+    pub fn metadata_members(&self) -> (Vec<u64>, Vec<u64>) {
+        self.metadata_members.lock().unwrap().clone()
+    }
+
+    pub fn set_metadata_members(&self, mut voters: Vec<u64>, mut learners: Vec<u64>) {
+        voters.sort_unstable();
+        learners.sort_unstable();
+        *self.metadata_members.lock().unwrap() = (voters, learners);
+    }
+
+    pub fn is_leaving(&self, id: u64) -> bool {
+        self.leaving.read().unwrap().contains(&id)
+    }
+
+    pub fn set_leaving(&self, leaving: impl IntoIterator<Item = u64>) {
+        *self.leaving.write().unwrap() = leaving.into_iter().collect();
     }
 
     pub fn peer_seen(&self, id: u64) {

@@ -49,6 +49,12 @@ pub enum Command {
         group: String,
         offsets: Vec<CommittedOffset>,
     },
+    /// Marks brokers as leaving (a decommission) or back (a rebalance): a leaving broker
+    /// hands its metadata vote to another before it goes, and gets none again.
+    SetLeaving {
+        nodes: Vec<u64>,
+        leaving: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +117,8 @@ pub enum Outcome {
     BrokerRegistered(BrokerRecord),
     ClusterId(String),
     TargetsSet(Vec<(u64, Vec<u64>)>),
+    /// The brokers leaving after the change.
+    LeavingSet(Vec<u64>),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -128,6 +136,8 @@ pub struct MetadataMachine {
     pub cluster_id: Option<String>,
     /// Target voters of partition groups being moved, by group id.
     pub targets: BTreeMap<u64, Vec<u64>>,
+    /// Brokers being decommissioned.
+    pub leaving: std::collections::BTreeSet<u64>,
     counters: Counters,
     /// Keys of committed offsets by topic: deleting a topic deletes them (as in Kafka; a
     /// topic created again with the same name starts without the old group positions).
@@ -149,6 +159,7 @@ impl MetadataMachine {
             brokers: BTreeMap::new(),
             cluster_id: None,
             targets: BTreeMap::new(),
+            leaving: Default::default(),
             offset_keys: BTreeMap::new(),
             counters: Counters {
                 next_group: 1,
@@ -170,6 +181,9 @@ impl MetadataMachine {
         for (_, v) in scan(db, "target")? {
             let (group, voters): (u64, Vec<u64>) = serde_json::from_slice(&v)?;
             m.targets.insert(group, voters);
+        }
+        for (k, _) in scan(db, "leaving")? {
+            m.leaving.insert(k.parse()?);
         }
         for (_, v) in scan(db, "broker")? {
             let b: BrokerRecord = serde_json::from_slice(&v)?;
@@ -294,12 +308,28 @@ impl MetadataMachine {
                 }
                 Outcome::TargetsSet(targets)
             }
+            Command::SetLeaving { nodes, leaving } => {
+                for node in nodes {
+                    let key = keys::metadata_key("leaving", &node.to_string());
+                    if leaving {
+                        self.leaving.insert(node);
+                        wb.put(key, []);
+                    } else if self.leaving.remove(&node) {
+                        wb.delete(key);
+                    }
+                }
+                Outcome::LeavingSet(self.leaving.iter().copied().collect())
+            }
             Command::InitCluster { id } => {
                 let id = self.cluster_id.get_or_insert(id).clone();
                 wb.put(keys::metadata_key("cluster", "id"), id.as_bytes());
                 Outcome::ClusterId(id)
             }
             Command::RegisterBroker(record) => {
+                // A broker that (re)starts is back, even if it was being decommissioned.
+                if self.leaving.remove(&record.id) {
+                    wb.delete(keys::metadata_key("leaving", &record.id.to_string()));
+                }
                 wb.put(
                     keys::metadata_key("broker", &record.id.to_string()),
                     serde_json::to_vec(&record).expect("serializable"),

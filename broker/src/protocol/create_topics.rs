@@ -240,7 +240,8 @@ pub async fn create(
         .flat_map(|p| p.replicas().0)
         .collect();
     let brokers = placement_candidates(&brokers, rf.max(0) as usize, &hosting, |id| {
-        id == me || broker.catalog.peer_alive(id, LIVENESS_WINDOW)
+        (id == me || broker.catalog.peer_alive(id, LIVENESS_WINDOW))
+            && !broker.catalog.is_leaving(id)
     });
     if rf < 1 || rf as usize > brokers.len() {
         return Err((

@@ -52,6 +52,9 @@ pub(super) struct Group {
     in_flight: VecDeque<u64>,
     /// The number of the last Ready taken from raft-rs.
     last_ready: u64,
+    /// A snapshot being installed: (number of its Ready, its index). Until the log writer
+    /// has ingested it the state machine is the old one, and nothing is applied.
+    pub restoring: Option<(u64, u64)>,
 }
 
 /// What the driver must do with a Ready that has nothing to persist.
@@ -80,6 +83,7 @@ impl Group {
             fences: Fences::default(),
             in_flight: VecDeque::new(),
             last_ready: 0,
+            restoring: None,
         }
     }
 
@@ -151,6 +155,8 @@ pub(super) struct Round {
     pub replies: Vec<(Reply, Result<Applied, ProposeError>, Instant)>,
     pub published: std::collections::HashSet<u64>,
     pub effects: Vec<Outcome>,
+    /// Snapshots to install ahead of this round's writes.
+    pub ingest: Vec<crate::log::snapshot::Received>,
 }
 
 pub(super) fn queue_messages(
@@ -198,6 +204,9 @@ pub(super) fn apply_entries(
         g.applied = e.index;
         let outcome = if e.entry_type != EntryType::EntryNormal as i32 {
             apply_conf_change(gid, g, &e, wb);
+            if let Some(p) = g.partition.as_mut() {
+                p.mark_applied(e.index, wb);
+            }
             None
         } else if let Some(p) = g.partition.as_mut() {
             let out = p.apply(e.index, e.term, &e.data, wb);
@@ -221,6 +230,7 @@ pub(super) fn apply_entries(
                         | Outcome::BrokerRegistered(..)
                         | Outcome::ClusterId(..)
                         | Outcome::TargetsSet(..)
+                        | Outcome::LeavingSet(..)
                 ) {
                     round.effects.push(o.clone());
                 }

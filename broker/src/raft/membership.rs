@@ -2,10 +2,14 @@
 //! towards the target the metadata log set (rebalance, decommission), learner first, and
 //! the small rules around elections of new groups and compaction.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::RawNode;
 
 use super::group::Group;
+use super::view::keeps_up;
 use crate::storage::GroupStorage;
 
 /// One membership change of a group whose voters differ from its target, proposed by its
@@ -93,17 +97,20 @@ pub(super) fn retry_preferred_campaign(g: &mut Group) {
     }
 }
 
-/// Whether every voter has the entries up to `index` (always true on a follower, which
-/// does not know its peers' progress and only compacts what it has applied itself).
-pub(super) fn followers_have(node: &RawNode<GroupStorage>, index: u64) -> bool {
+/// Whether every in-sync voter has the entries up to `index` (always true on a follower,
+/// which does not know its peers' progress and only compacts what it has applied itself).
+/// A voter out of sync (down, cut off) is not waited for, or its absence would fill the
+/// disk: it catches up from a snapshot when it returns.
+pub(super) fn followers_have(
+    node: &RawNode<GroupStorage>,
+    caught_up: &HashMap<u64, Instant>,
+    index: u64,
+) -> bool {
     let raft = &node.raft;
     if raft.state != raft::StateRole::Leader {
         return true;
     }
-    raft.prs()
-        .conf()
-        .voters()
-        .ids()
-        .iter()
-        .all(|id| raft.prs().get(id).is_some_and(|p| p.matched >= index))
+    raft.prs().conf().voters().ids().iter().all(|id| {
+        raft.prs().get(id).is_some_and(|p| p.matched >= index) || !keeps_up(caught_up, id)
+    })
 }

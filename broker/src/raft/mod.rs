@@ -7,6 +7,7 @@ mod fence;
 mod group;
 mod logger;
 mod membership;
+mod metadata_quorum;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 pub use driver::{Driver, DriverConfig};
 pub use writer::WriteHook;
 
+use crate::log::snapshot::Received;
 use crate::log::AppendOutcome;
 use crate::metadata;
 
@@ -93,6 +95,19 @@ pub(crate) enum DriverMsg {
     Join {
         node: u64,
         reply: oneshot::Sender<Membership>,
+    },
+    /// A snapshot of `group` received whole (its files on disk), with the Raft message
+    /// that announces it (MsgSnapshot).
+    InstallSnapshot {
+        group: u64,
+        message: Box<Message>,
+        received: Received,
+    },
+    /// Whether the snapshot of `group` this node sent to `to` arrived.
+    SnapshotSent {
+        group: u64,
+        to: u64,
+        delivered: bool,
     },
     Shutdown,
 }
@@ -177,6 +192,25 @@ impl RaftHandle {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(DriverMsg::Join { node, reply });
         rx.await.map_err(|_| ProposeError::ShuttingDown)
+    }
+
+    /// Hands a snapshot received from a peer to the driver, which installs it if Raft
+    /// still wants it.
+    pub fn install_snapshot(&self, group: u64, message: Message, received: Received) {
+        let _ = self.tx.send(DriverMsg::InstallSnapshot {
+            group,
+            message: Box::new(message),
+            received,
+        });
+    }
+
+    /// Tells Raft whether a snapshot sent to `to` arrived (it sends another if not).
+    pub fn snapshot_sent(&self, group: u64, to: u64, delivered: bool) {
+        let _ = self.tx.send(DriverMsg::SnapshotSent {
+            group,
+            to,
+            delivered,
+        });
     }
 
     pub fn shutdown(&self) {

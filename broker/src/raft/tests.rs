@@ -26,6 +26,7 @@ fn config() -> DriverConfig {
         retention_ms: -1,
         retention_bytes: -1,
         disk: Default::default(),
+        metadata_voters: 0,
     }
 }
 
@@ -174,6 +175,7 @@ async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
 #[derive(Default)]
 struct Net {
     handles: Mutex<HashMap<u64, RaftHandle>>,
+    dbs: Mutex<HashMap<u64, Db>>,
     cut: Mutex<HashSet<u64>>,
 }
 
@@ -197,9 +199,42 @@ impl Transport for NetTransport {
         if cut.contains(&to) || cut.contains(&self.me) {
             return;
         }
+        let (snapshots, messages): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|(_, m)| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32);
+        for (group, m) in snapshots {
+            self.deliver_snapshot(to, group, m);
+        }
         if let Some(h) = self.net.handles.lock().unwrap().get(&to) {
             h.step(messages);
         }
+    }
+}
+
+impl NetTransport {
+    /// What the gRPC transport and the cluster service do with a snapshot, minus the
+    /// network: batches read from the sender's store into files on the receiver's, then
+    /// handed to the receiver's driver, and the sender told.
+    fn deliver_snapshot(&self, to: u64, group: u64, m: Message) {
+        let dbs = self.net.dbs.lock().unwrap();
+        let (from_db, to_db) = (dbs[&self.me].clone(), dbs[&to].clone());
+        let handles = self.net.handles.lock().unwrap();
+        let (sender, receiver) = (handles[&self.me].clone(), handles[&to].clone());
+        std::thread::spawn(move || {
+            use crate::log::snapshot::{self, Builder};
+            use prost::Message as _;
+            let s = m.snapshot.clone().unwrap();
+            let data =
+                chronik_api::cluster::v1::PartitionSnapshot::decode(s.data.as_slice()).unwrap();
+            let opts = rocksdb::Options::default();
+            let dir = snapshot::incoming_dir(&to_db);
+            let mut b = Builder::new(&opts, &dir, group, s.get_metadata().index).unwrap();
+            let (n, bytes) =
+                snapshot::read_batches(&from_db, group, &data, |c| b.add(&c).is_ok()).unwrap();
+            let received = b.finish(&s, n, bytes).unwrap();
+            receiver.install_snapshot(group, m, received);
+            sender.snapshot_sent(group, to, true);
+        });
     }
 }
 
@@ -258,8 +293,10 @@ impl Cluster {
                     node_id: id,
                     voters: ids.to_vec(),
                     tick: Duration::from_millis(20),
+                    retention_check: Duration::from_millis(100),
                     ..config()
                 };
+                net.dbs.lock().unwrap().insert(id, db.clone());
                 let transport = Box::new(NetTransport {
                     me: id,
                     net: net.clone(),
@@ -290,19 +327,33 @@ impl Cluster {
     /// Waits for a metadata leader all nodes agree on, then creates a one-partition topic
     /// replicated on `replicas` (the first its preferred leader) and waits for that leader.
     async fn topic(&self, name: &str, replicas: &[u64]) {
-        let leader = wait_for("a metadata leader", || {
+        self.topic_with(name, replicas, Default::default()).await
+    }
+
+    async fn metadata_leader(&self) -> u64 {
+        wait_for("a metadata leader", || {
             let l = self.nodes[0].catalog.metadata_leader()?;
             self.nodes
                 .iter()
                 .all(|n| n.catalog.metadata_leader() == Some(l))
                 .then_some(l)
         })
-        .await;
+        .await
+    }
+
+    /// As [`Self::topic`], with topic configs.
+    async fn topic_with(
+        &self,
+        name: &str,
+        replicas: &[u64],
+        configs: std::collections::BTreeMap<String, String>,
+    ) {
+        let leader = self.metadata_leader().await;
         let command = Command::CreateTopic {
             name: name.into(),
             id: uuid::Uuid::new_v4(),
             partitions: 1,
-            configs: Default::default(),
+            configs,
             replicas: vec![replicas.to_vec()],
         };
         let outcome = self
@@ -600,6 +651,88 @@ async fn a_commit_through_another_leader_does_not_let_a_held_batch_be_skipped() 
         propose(&new.handle, group, idempotent(3)).await,
         appended(5)
     );
+    cluster.assert_drivers_alive();
+    cluster.stop();
+}
+
+/// A replica added after retention compacted its leader's log cannot catch up from the
+/// log: it gets a snapshot, and then holds the same log start, high watermark, batches
+/// and producer state as its leader. (Before snapshots existed, the move never finished.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_after_compaction_catches_up_from_a_snapshot() {
+    let cluster = Cluster::start(&[1, 2, 3]);
+    let configs = [("retention.bytes".to_string(), "2000".to_string())].into();
+    cluster.topic_with("t", &[1, 2], configs).await;
+    let group = cluster.group("t");
+    for seq in 0..40 {
+        let batch = make_batch(1, 9, seq, &[b'r'; 200]).to_vec();
+        propose(&cluster.node(1).handle, group, batch)
+            .await
+            .unwrap();
+    }
+    let leader = cluster.node(1).catalog.partition("t", 0).unwrap();
+    wait_for("retention on the leader", || {
+        (leader.log_start() > 0).then_some(())
+    })
+    .await;
+
+    let command = Command::SetTargets {
+        targets: vec![(group, vec![1, 2, 3])],
+    };
+    let meta = cluster.metadata_leader().await;
+    cluster
+        .node(meta)
+        .handle
+        .propose_metadata(&command, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let third = wait_for("node 3 hosting the partition", || {
+        cluster.node(3).catalog.partition("t", 0)
+    })
+    .await;
+    wait_for("node 3 caught up", || {
+        let (voters, _) = leader.replicas();
+        (voters.contains(&3) && third.high_watermark() == 40).then_some(())
+    })
+    .await;
+    assert_eq!(third.log_start(), leader.log_start());
+    assert!(metrics::RAFT_SNAPSHOTS_INSTALLED.get() > 0);
+    let db3 = cluster.net.dbs.lock().unwrap()[&3].clone();
+    let db1 = cluster.net.dbs.lock().unwrap()[&1].clone();
+    assert_eq!(
+        log::read::read(&db3, &third, third.log_start(), 1 << 20).unwrap(),
+        log::read::read(&db1, &leader, leader.log_start(), 1 << 20).unwrap()
+    );
+
+    // Node 3 takes over (node 2, cut off, falls out of sync and is passed over) and knows
+    // producer 9 from the snapshot: a retry is a duplicate, the next batch fits.
+    cluster.net.cut_off(2);
+    wait_for("node 2 out of sync", || {
+        (!leader.replicas().1.contains(&2)).then_some(())
+    })
+    .await;
+    cluster.node(1).handle.transfer_leadership().await;
+    wait_for("node 3 leading", || {
+        (third.leader() == Some(3)).then_some(())
+    })
+    .await;
+    cluster.net.heal(2);
+    let h = &cluster.node(3).handle;
+    let retry = propose(h, group, make_batch(1, 9, 39, &[b'r'; 200]).to_vec()).await;
+    assert_eq!(
+        retry,
+        Ok(Applied::Partition(AppendOutcome::Duplicate {
+            base_offset: 39
+        }))
+    );
+    let next = propose(h, group, make_batch(1, 9, 40, b"next").to_vec()).await;
+    assert_eq!(
+        next,
+        Ok(Applied::Partition(AppendOutcome::Appended {
+            base_offset: 40
+        }))
+    );
+    cluster.wait_high_watermarks("t", 41).await;
     cluster.assert_drivers_alive();
     cluster.stop();
 }

@@ -13,6 +13,11 @@ use crate::storage::GroupStorage;
 /// had heard from it within an election timeout (Kafka's replica.lag.time.max.ms).
 const ISR_LAG: Duration = Duration::from_secs(3);
 
+/// Whether voter `id` is in sync by the leader's marks (see [`publish_raft_view`]).
+pub(super) fn keeps_up(caught_up: &HashMap<u64, Instant>, id: u64) -> bool {
+    caught_up.get(&id).is_some_and(|t| t.elapsed() < ISR_LAG)
+}
+
 /// Shares the group's leader, term, voters and in-sync voters with request handlers and
 /// the admin API. Only the leader knows which voters are in sync (followers learn it from
 /// the leader's reports): those that had every committed entry within [`ISR_LAG`] and

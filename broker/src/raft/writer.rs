@@ -13,6 +13,7 @@ use std::time::Instant;
 use rocksdb::WriteBatch;
 
 use super::DriverMsg;
+use crate::log::snapshot::{self, Received};
 use crate::log::PartitionShared;
 use crate::metrics;
 use crate::storage::{self, Db};
@@ -26,6 +27,9 @@ pub struct PersistJob {
     /// Told once the batch is written (a group's deletion, which must land before the
     /// group can be opened again).
     pub landed: Vec<mpsc::Sender<()>>,
+    /// Snapshots to install before the batch is written: they replace what their groups
+    /// held, and the batch may already hold entries that follow them.
+    pub ingest: Vec<Received>,
 }
 
 impl PersistJob {
@@ -80,6 +84,19 @@ fn run(
         let sync_at = jobs.iter().rposition(|job| !job.readies.is_empty());
         let mut readies = Vec::new();
         for (i, mut job) in jobs.into_iter().enumerate() {
+            for received in std::mem::take(&mut job.ingest) {
+                if let Err(e) = snapshot::install(&db, &received) {
+                    tracing::error!(group = received.group, error = %e, "installing a snapshot failed; stopping");
+                    std::process::exit(70);
+                }
+                metrics::RAFT_SNAPSHOTS_INSTALLED.inc();
+                tracing::info!(
+                    group = received.group,
+                    index = received.index,
+                    batches = received.batches,
+                    "snapshot installed"
+                );
+            }
             let batch = std::mem::take(&mut job.batch);
             if let Err(e) = storage::write(&db, batch, Some(i) == sync_at) {
                 // Nothing written after this point could be acknowledged safely.

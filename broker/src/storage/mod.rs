@@ -81,6 +81,13 @@ pub fn entry_data(raw: &[u8]) -> &[u8] {
     &raw[ENTRY_HEADER + ctx_len..]
 }
 
+/// The payload of a stored entry that came from elsewhere (a snapshot), or `None` when
+/// its header does not fit its length.
+pub fn checked_entry_data(raw: &[u8]) -> Option<&[u8]> {
+    let ctx_len = u32::from_be_bytes(raw.get(9..13)?.try_into().ok()?) as usize;
+    raw.get(ENTRY_HEADER.checked_add(ctx_len)?..)
+}
+
 pub fn decode_entry(index: u64, raw: &[u8]) -> Entry {
     let ctx_len = u32::from_be_bytes(raw[9..13].try_into().expect("entry header")) as usize;
     let entry_type = match raw[8] {

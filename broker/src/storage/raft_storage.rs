@@ -10,15 +10,21 @@
 use std::collections::VecDeque;
 
 use prost011::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use super::{decode_entry, entry_term, keys, Db};
 
+/// Makes the snapshot raft-rs asks for when a follower needs compacted entries: the
+/// group's state machine knows what its state is (see `log::snapshot::describe`).
+pub type SnapshotSource = fn(&Db, u64) -> raft::Result<Snapshot>;
+
 pub struct GroupStorage {
     db: Db,
     group: u64,
+    /// `None` for groups that never compact their log (the metadata group, for now).
+    snapshots: Option<SnapshotSource>,
     hard_state: HardState,
     conf_state: ConfState,
     /// Entries up to and including this index were compacted away.
@@ -51,6 +57,7 @@ impl GroupStorage {
         GroupStorage {
             db,
             group,
+            snapshots: None,
             hard_state: HardState::default(),
             conf_state,
             truncated_index: 0,
@@ -86,6 +93,7 @@ impl GroupStorage {
         let mut storage = GroupStorage {
             db,
             group,
+            snapshots: None,
             hard_state,
             conf_state,
             truncated_index,
@@ -113,6 +121,25 @@ impl GroupStorage {
 
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
+    }
+
+    /// Lets the group send snapshots, made by `source`.
+    pub fn set_snapshot_source(&mut self, source: SnapshotSource) {
+        self.snapshots = Some(source);
+    }
+
+    /// Takes on a snapshot raft-rs restored: the log now starts after its index. (What the
+    /// snapshot installs on disk, the log writer ingests before anything staged after
+    /// this; until then a restart finds the old state whole.)
+    pub fn restore(&mut self, meta: &SnapshotMetadata) {
+        self.truncated_index = meta.index;
+        self.truncated_term = meta.term;
+        self.last_index = meta.index;
+        self.cache.clear();
+        if let Some(cs) = &meta.conf_state {
+            self.conf_state = cs.clone();
+        }
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
     }
 
     /// Appends entries, replacing any conflicting suffix (Raft may overwrite uncommitted
@@ -186,14 +213,18 @@ impl GroupStorage {
 
     /// Drops entries up to and including `index` (which must be applied).
     pub fn stage_compact(&mut self, index: u64, batch: &mut WriteBatch) -> raft::Result<()> {
+        // From the start: batches a snapshot installed lie at or below the compaction
+        // point, partition data outside the Raft log, and go when retention drops them.
+        let dropped = (
+            keys::entry_key(self.group, 0),
+            keys::entry_key(self.group, index + 1),
+        );
         if index <= self.truncated_index {
+            batch.delete_range(dropped.0, dropped.1);
             return Ok(());
         }
         let term = self.term_of(index)?;
-        batch.delete_range(
-            keys::entry_key(self.group, self.truncated_index + 1),
-            keys::entry_key(self.group, index + 1),
-        );
+        batch.delete_range(dropped.0, dropped.1);
         let mut raw = index.to_be_bytes().to_vec();
         raw.extend_from_slice(&term.to_be_bytes());
         batch.put(keys::group_key(keys::TRUNCATED, self.group), raw);
@@ -287,11 +318,18 @@ impl raft::Storage for GroupStorage {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Followers are caught up from the log: the leader compacts only what every voter
-        // has (see the driver's retention). Snapshot transfer is not implemented yet.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        let unavailable = raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let snapshot = match self.snapshots {
+            Some(source) => source(&self.db, self.group)?,
+            None => return Err(unavailable),
+        };
+        // The follower goes on from the entry after the snapshot, which this log must
+        // still have: a stored state older than the compaction point (its write still
+        // queued) will do a moment later.
+        match &snapshot.metadata {
+            Some(m) if m.index >= self.truncated_index => Ok(snapshot),
+            _ => Err(unavailable),
+        }
     }
 }
 

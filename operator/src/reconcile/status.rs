@@ -163,6 +163,7 @@ pub fn broker_statuses(pods: &[Pod]) -> Vec<BrokerStatus> {
                 image,
                 leaders: None,
                 replicas: None,
+                metadata: None,
             })
         })
         .collect();

@@ -87,6 +87,7 @@ impl Driver {
             readies: vec![],
             flushed: vec![],
             landed,
+            ingest: vec![],
         };
         writer
             .send(job)
@@ -183,6 +184,9 @@ impl Driver {
             let mut wb = WriteBatch::default();
             storage.stage_commit(applied, &mut wb);
             storage::write(&self.db, wb, true)?;
+        }
+        if partition.is_some() {
+            storage.set_snapshot_source(crate::log::snapshot::describe);
         }
         let sole_voter = raft::Storage::initial_state(&storage)?.conf_state.voters == vec![node_id];
         let config = raft::Config {

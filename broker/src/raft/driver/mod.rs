@@ -27,14 +27,18 @@ use rocksdb::WriteBatch;
 
 mod groups;
 mod retention;
+mod snapshots;
 
 use super::fence::Sequenced;
 use super::group::{apply_entries, queue_messages, Finish, Group, Proposal, Round};
 use super::membership::{replica_removed, retry_preferred_campaign, step_towards_target};
-use super::view::publish_raft_view;
+use super::metadata_quorum::{self, Brokers};
+use super::view::{keeps_up, publish_raft_view};
 use super::writer::{self, PersistJob, WriteHook};
 use super::{DriverMsg, Membership, ProposeError, Pulse, RaftHandle, Reply, Transport};
+use crate::log::snapshot::{self, Received};
 use crate::log::PartitionShared;
+use crate::metadata::catalog::LIVENESS_WINDOW;
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord};
 use crate::metrics;
 use crate::storage::{self, blob_gc::BlobGc, Db, GroupStorage};
@@ -55,6 +59,8 @@ pub struct DriverConfig {
     /// While its disk is short of space a follower leaves new partition entries
     /// unacknowledged (its leader commits with the other replicas).
     pub disk: Arc<storage::DiskSpace>,
+    /// Voters the metadata group keeps; 0 picks 3, or 5 from five brokers on.
+    pub metadata_voters: usize,
 }
 
 /// Whether a message is a partition append that would grow a disk short of space (the
@@ -87,6 +93,9 @@ pub struct Driver {
     /// group opened again (a replica moved away and straight back) must not load the
     /// old incarnation's state, nor have it deleted from under it.
     destroying: HashMap<u64, mpsc::Receiver<()>>,
+    /// Snapshots received whole and stepped into their groups, waiting for the Ready
+    /// that installs them.
+    received_snapshots: HashMap<u64, Received>,
     /// Blob GC, checked with every retention pass.
     blob_gc: BlobGc,
     pulse: Arc<Pulse>,
@@ -113,6 +122,8 @@ impl Driver {
     ) -> anyhow::Result<(RaftHandle, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
         let pulse = Arc::new(Pulse::new());
+        // A transfer cut short by the last stop left files no one will install.
+        snapshot::clear_incoming(&db);
         let (meta, offsets) = MetadataMachine::load(&db)?;
         for (group, o) in offsets {
             catalog.set_offset(&group, o);
@@ -124,6 +135,7 @@ impl Driver {
             catalog.set_cluster_id(id.clone());
         }
         catalog.set_targets(meta.targets.clone());
+        catalog.set_leaving(meta.leaving.iter().copied());
         let mut driver = Driver {
             cfg,
             db,
@@ -137,6 +149,7 @@ impl Driver {
             outbox: HashMap::new(),
             held: HashMap::new(),
             destroying: HashMap::new(),
+            received_snapshots: HashMap::new(),
             blob_gc: BlobGc::default(),
             pulse: pulse.clone(),
         };
@@ -216,6 +229,7 @@ impl Driver {
                 for gid in removed {
                     self.drop_removed_replica(gid);
                 }
+                self.keep_metadata_quorum();
                 next_tick = now + self.cfg.tick;
             }
             if now >= next_retention {
@@ -264,6 +278,11 @@ impl Driver {
             }
             DriverMsg::Step(messages) => {
                 for (gid, m) in messages {
+                    if m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32 {
+                        // Snapshots come with their data (InstallSnapshot), never bare.
+                        tracing::warn!(group = gid, "dropping a snapshot message without its data");
+                        continue;
+                    }
                     // A group not (yet) known here, e.g. a topic whose creation this node
                     // has not applied: drop; the leader sends again.
                     if let Some(g) = self.groups.get_mut(&gid) {
@@ -283,6 +302,22 @@ impl Driver {
             }
             DriverMsg::Join { node, reply } => {
                 let _ = reply.send(self.join(node));
+                true
+            }
+            DriverMsg::InstallSnapshot {
+                group,
+                message,
+                received,
+            } => {
+                self.snapshot_received(group, message, received);
+                true
+            }
+            DriverMsg::SnapshotSent {
+                group,
+                to,
+                delivered,
+            } => {
+                self.snapshot_sent(group, to, delivered);
                 true
             }
             DriverMsg::Shutdown => false,
@@ -318,6 +353,23 @@ impl Driver {
         }
     }
 
+    /// On the metadata leader: the next change that keeps the metadata quorum whole.
+    fn keep_metadata_quorum(&mut self) {
+        let Some(g) = self.groups.get_mut(&metadata::METADATA_GROUP) else {
+            return;
+        };
+        let catalog = &self.catalog;
+        let alive = |id: u64| catalog.peer_alive(id, LIVENESS_WINDOW);
+        let brokers = Brokers {
+            me: self.cfg.node_id,
+            registered: self.meta.brokers.keys().copied().collect(),
+            leaving: &self.meta.leaving,
+            alive: &alive,
+            configured: self.cfg.metadata_voters,
+        };
+        metadata_quorum::step(g, &brokers);
+    }
+
     fn on_persisted(&mut self, gid: u64, number: u64) {
         if let Some(messages) = self.held.remove(&(gid, number)) {
             queue_messages(&mut self.outbox, gid, messages);
@@ -325,6 +377,7 @@ impl Driver {
         if let Some(g) = self.groups.get_mut(&gid) {
             g.written(number);
         }
+        self.finish_restore(gid, number);
     }
 
     fn flush_outbox(&mut self) {
@@ -344,11 +397,13 @@ impl Driver {
                 continue;
             }
             let voters = raft.prs().conf().voters().ids();
+            // An in-sync voter first: one that is down cannot take over, and a transfer
+            // to it would leave the group without a leader until an election.
             let target = raft
                 .prs()
                 .iter()
                 .filter(|(id, _)| **id != me && voters.contains(**id))
-                .max_by_key(|(_, p)| p.matched)
+                .max_by_key(|(id, p)| (keeps_up(&g.caught_up, **id), p.matched))
                 .map(|(id, _)| *id);
             if let Some(to) = target {
                 g.node.transfer_leader(to);
@@ -434,7 +489,8 @@ impl Driver {
             }
         }
         if !persisting.is_empty() {
-            self.persist(raft_wb, persisting, vec![])?;
+            let ingest = std::mem::take(&mut round.ingest);
+            self.persist_job(raft_wb, persisting, vec![], ingest)?;
         }
         // Applied state is stored by the writer with its next batch; until then readers
         // find new batches in the partitions' unflushed index, so replies need not wait.
@@ -464,12 +520,20 @@ impl Driver {
             .is_some_and(|ss| ss.raft_state != raft::StateRole::Leader);
         queue_messages(&mut self.outbox, id, rd.take_messages());
         if !rd.snapshot().is_empty() {
-            tracing::warn!(group = id, "ignoring a Raft snapshot: not supported yet");
+            let meta = rd.snapshot().get_metadata();
+            let received = self
+                .received_snapshots
+                .remove(&id)
+                .filter(|r| r.index == meta.index)
+                .expect("raft-rs restores only snapshots stepped in with their data");
+            round.ingest.push(received);
+            g.node.mut_store().restore(meta);
+            g.restoring = Some((rd.number(), meta.index));
         }
         let committed = rd.take_committed_entries();
         apply_entries(&mut self.meta, id, g, committed, apply_wb, round);
         let mut written = None;
-        if rd.entries().is_empty() && rd.hs().is_none() {
+        if rd.entries().is_empty() && rd.hs().is_none() && rd.snapshot().is_empty() {
             match g.finish_without_write() {
                 Finish::InPlace => {
                     queue_messages(&mut self.outbox, id, rd.take_persisted_messages());
@@ -512,9 +576,12 @@ impl Driver {
         g.node.mut_store().release_cache(g.applied);
         match &g.partition {
             Some(p) => publish_raft_view(&g.node, &mut g.caught_up, &p.shared),
-            None => self
-                .catalog
-                .set_metadata_leader(g.node.raft.leader_id, g.node.raft.term),
+            None => {
+                let raft = &g.node.raft;
+                self.catalog.set_metadata_leader(raft.leader_id, raft.term);
+                let cs = raft.prs().conf().to_conf_state();
+                self.catalog.set_metadata_members(cs.voters, cs.learners);
+            }
         }
         written
     }
@@ -540,11 +607,23 @@ impl Driver {
         readies: Vec<(u64, u64)>,
         flushed: Vec<(Arc<PartitionShared>, i64)>,
     ) -> anyhow::Result<()> {
+        self.persist_job(batch, readies, flushed, vec![])
+    }
+
+    /// As [`Self::persist`], installing snapshots before the batch.
+    fn persist_job(
+        &mut self,
+        batch: WriteBatch,
+        readies: Vec<(u64, u64)>,
+        flushed: Vec<(Arc<PartitionShared>, i64)>,
+        ingest: Vec<Received>,
+    ) -> anyhow::Result<()> {
         let job = PersistJob {
             batch,
             readies,
             flushed,
             landed: vec![],
+            ingest,
         };
         if let Some(writer) = &self.writer {
             return writer
@@ -552,6 +631,9 @@ impl Driver {
                 .map_err(|_| anyhow::anyhow!("raft log writer stopped"));
         }
         let mut job = job;
+        for received in std::mem::take(&mut job.ingest) {
+            snapshot::install(&self.db, &received)?;
+        }
         storage::write(&self.db, std::mem::take(&mut job.batch), true)?;
         for (gid, number) in job.written() {
             self.on_persisted(gid, number);
@@ -611,6 +693,11 @@ impl Driver {
             Outcome::BrokerRegistered(record) => {
                 tracing::info!(node = record.id, kafka = %format!("{}:{}", record.host, record.port), cluster = %record.cluster_addr, "broker registered");
                 self.catalog.set_broker(record);
+                self.catalog.set_leaving(self.meta.leaving.iter().copied());
+            }
+            Outcome::LeavingSet(leaving) => {
+                tracing::info!(?leaving, "brokers leaving the cluster");
+                self.catalog.set_leaving(leaving);
             }
             _ => {}
         }

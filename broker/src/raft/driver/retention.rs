@@ -1,7 +1,7 @@
 //! Retention: whole batches older than retention.ms or beyond retention.bytes are
 //! dropped, moving the log start offset and compacting the Raft log below them, once
-//! every voter has the entries (compacting what a follower still needs would leave it
-//! needing a snapshot).
+//! every in-sync voter has the entries (a replica that needs them later, one that was
+//! away or is new, gets a snapshot).
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,9 +53,9 @@ impl Driver {
                 let Some((new_start, raft_index, dropped)) = plan else {
                     continue;
                 };
-                if !followers_have(&g.node, raft_index) {
-                    // Compacting entries a follower still needs would leave it to a
-                    // snapshot; wait until every voter has them.
+                if !followers_have(&g.node, &g.caught_up, raft_index) {
+                    // A follower keeping up gets them in a moment, from the log: cheaper
+                    // than a snapshot.
                     continue;
                 }
                 wb.delete_range(
