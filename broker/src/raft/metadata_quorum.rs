@@ -1,9 +1,11 @@
 //! The metadata group keeps itself whole. Its leader grows the voters to a target count
 //! from caught-up learners (brokers that joined later), takes live brokers that lost their
 //! membership back in as learners, and moves the vote of a broker being decommissioned to
-//! another broker before removing it, so that the metadata quorum outlives the brokers the
-//! cluster started with. One membership change at a time, as raft-rs requires; the
-//! staying voters never fall below a majority of the target.
+//! another broker before taking it away, so that the metadata quorum outlives the brokers
+//! the cluster started with. A leaving broker stays a learner: until its replicas have
+//! moved it leads partitions, and their leaders learn the targets they move towards from
+//! the metadata log. One membership change at a time, as raft-rs requires; the staying
+//! voters never fall below a majority of the target.
 
 use std::collections::BTreeSet;
 
@@ -28,9 +30,9 @@ pub(super) enum Change {
     AddLearner(u64),
     /// A caught-up learner votes.
     Promote(u64),
-    /// A leaving voter goes.
-    Remove(u64),
-    /// The leader itself is leaving: another voter takes over first, then removes it.
+    /// A leaving voter becomes a learner.
+    Demote(u64),
+    /// The leader itself is leaving: another voter takes over first, then demotes it.
     HandOver(u64),
 }
 
@@ -78,7 +80,7 @@ pub(super) fn next_change(
         return None; // not without a replacement: the quorum would be too thin
     }
     if *leaving != b.me {
-        return Some(Change::Remove(*leaving));
+        return Some(Change::Demote(*leaving));
     }
     voters
         .iter()
@@ -103,7 +105,7 @@ pub(super) fn step(g: &mut Group, b: &Brokers) {
     let (change_type, node) = match change {
         Change::AddLearner(n) => (ConfChangeType::AddLearnerNode, n),
         Change::Promote(n) => (ConfChangeType::AddNode, n),
-        Change::Remove(n) => (ConfChangeType::RemoveNode, n),
+        Change::Demote(n) => (ConfChangeType::AddLearnerNode, n),
         Change::HandOver(to) => {
             tracing::info!(
                 to,
@@ -170,14 +172,14 @@ mod tests {
     #[test]
     fn a_leaving_voter_hands_its_vote_over_before_it_goes() {
         use Change::*;
-        // Three voters, a learner, broker 2 leaving: the learner votes first, then 2 goes.
+        // Three voters, a learner, broker 2 leaving: the learner votes first, then 2 stops.
         assert_eq!(
             decide(&[1, 2, 3], &[4], &[1, 2, 3, 4], &[2], &[]),
             Some(Promote(4))
         );
         assert_eq!(
             decide(&[1, 2, 3, 4], &[], &[1, 2, 3, 4], &[2], &[]),
-            Some(Remove(2))
+            Some(Demote(2))
         );
         // The leader itself leaving hands leadership over; the next leader removes it.
         assert_eq!(
@@ -187,12 +189,12 @@ mod tests {
         // Five voters, two leaving (a scale-down from 5 to 3): both go, no promotion.
         assert_eq!(
             decide(&[1, 2, 3, 4, 5], &[], &[1, 2, 3, 4, 5], &[4, 5], &[]),
-            Some(Remove(4))
+            Some(Demote(4))
         );
         // With nobody to take the vote, a voter leaves only if a majority stays.
         assert_eq!(
             decide(&[1, 2, 3], &[], &[1, 2, 3], &[3], &[]),
-            Some(Remove(3))
+            Some(Demote(3))
         );
         assert_eq!(decide(&[1, 2], &[], &[1, 2], &[2], &[]), None);
     }
