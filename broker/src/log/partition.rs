@@ -33,8 +33,6 @@ pub struct PartitionShared {
     leader_epoch: AtomicI32,
     /// Node id of the Raft leader, 0 when there is none.
     leader: AtomicU64,
-    /// Woken whenever `leader` or `leader_epoch` changes (see [`Self::leader_change`]).
-    leader_changed: tokio::sync::Notify,
     /// Voters of the group and those caught up with the leader's commit index.
     replicas: Mutex<(Vec<u64>, Vec<u64>)>,
     /// Voters as the leader last reported them (a replica removed from the group learns
@@ -63,7 +61,6 @@ impl PartitionShared {
             log_start: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(0),
             leader: AtomicU64::new(0),
-            leader_changed: tokio::sync::Notify::new(),
             replicas: Mutex::new((vec![], vec![])),
             reported_voters: Mutex::new(vec![]),
             reported_at: Mutex::new(None),
@@ -115,36 +112,9 @@ impl PartitionShared {
         Some(leader)
     }
 
-    /// Waits until this broker knows a leader other than `except`, at the latest `until`:
-    /// the leader and its epoch, or `None` when there is still none. A leadership moves
-    /// within milliseconds of a transfer, and a client told of the new leader moves at once
-    /// instead of waiting for its next metadata refresh.
-    pub async fn leader_change(
-        &self,
-        except: u64,
-        until: tokio::time::Instant,
-    ) -> Option<(u64, i32)> {
-        loop {
-            // Registered before the check, so that a change in between still wakes us.
-            let changed = self.leader_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(l) = self.leader().filter(|l| *l != except) {
-                return Some((l, self.leader_epoch()));
-            }
-            if tokio::time::timeout_at(until, changed).await.is_err() {
-                return None;
-            }
-        }
-    }
-
     fn set_leadership(&self, leader: u64, term: u64) {
-        let before = (self.leader.load(Ordering::Acquire), self.leader_epoch());
         self.leader.store(leader, Ordering::Release);
         self.leader_epoch.store(term as i32, Ordering::Release);
-        if before != (leader, term as i32) {
-            self.leader_changed.notify_waiters();
-        }
     }
 
     fn report_is_fresh(&self) -> bool {

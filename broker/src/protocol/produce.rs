@@ -18,13 +18,6 @@ use crate::log::{AppendOutcome, PartitionShared};
 use crate::metrics;
 use crate::raft::{Applied, Pending, ProposeError};
 
-/// How long a NOT_LEADER_OR_FOLLOWER answer may wait for this broker to learn the new
-/// leader, so that it can name it (KIP-951). Without a name, franz-go waits for its next
-/// metadata refresh, up to 5 s later: the produce stall of a rolling restart whenever a
-/// batch reached the old leader between its stepping down and the new leader's first
-/// message. A transfer completes in milliseconds; an election after a crash in about 1 s.
-const LEADER_WAIT: Duration = Duration::from_millis(1500);
-
 /// Kafka's default `max.message.bytes`.
 const DEFAULT_MAX_BATCH_BYTES: usize = 1_048_588;
 
@@ -77,27 +70,16 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
     Ok(Reply::Later(Box::pin(async move {
         let mut responses = Vec::with_capacity(work.len());
         let mut leaders_named = Vec::new();
-        let mut wait_until = None;
         for (name, partitions) in work {
             let mut out = Vec::with_capacity(partitions.len());
             for (index, item) in partitions {
                 let shared = item.shared().cloned();
                 let mut r = finish(index, item, timeout, ctx.version).await;
-                let refused = shared.filter(|_| {
-                    r.error_code == errors::NOT_LEADER_OR_FOLLOWER && ctx.version >= 10
-                });
-                // Read after the refusal: the view then knows the new leader, if any; in
-                // the middle of a transfer or an election it learns it within moments.
-                // One wait per request, however many of its partitions were refused.
-                let leader = match refused {
-                    Some(p) => {
-                        let until = *wait_until.get_or_insert_with(|| {
-                            tokio::time::Instant::now() + LEADER_WAIT.min(timeout)
-                        });
-                        p.leader_change(broker.node_id as u64, until).await
-                    }
-                    None => None,
-                };
+                // (read after the refusal: the view then knows the new leader, if any)
+                let leader = shared
+                    .filter(|_| r.error_code == errors::NOT_LEADER_OR_FOLLOWER && ctx.version >= 10)
+                    .and_then(|p| Some((p.leader()?, p.leader_epoch())))
+                    .filter(|(l, _)| *l != broker.node_id as u64);
                 if let Some((leader, epoch)) = leader {
                     r.current_leader = LeaderIdAndEpoch::default()
                         .with_leader_id(BrokerId(leader as i32))
