@@ -371,10 +371,9 @@ fn replacing<'a>(
     tag: u8,
     group: u64,
 ) -> anyhow::Result<SstFileWriter<'a>> {
-    let writer = SstFileWriter::create(opts);
+    let mut writer = SstFileWriter::create(opts);
     writer.open(path)?;
     let prefix = keys::group_key(tag, group);
-    let mut writer = writer;
     writer.delete_range(&prefix, &keys::prefix_end(&prefix))?;
     Ok(writer)
 }

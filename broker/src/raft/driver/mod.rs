@@ -355,7 +355,12 @@ impl Driver {
 
     /// On the metadata leader: the next change that keeps the metadata quorum whole.
     fn keep_metadata_quorum(&mut self) {
-        let Some(g) = self.groups.get_mut(&metadata::METADATA_GROUP) else {
+        // Only the leader decides: followers skip building the view on every tick.
+        let Some(g) = self
+            .groups
+            .get_mut(&metadata::METADATA_GROUP)
+            .filter(|g| g.node.raft.state == raft::StateRole::Leader)
+        else {
             return;
         };
         let catalog = &self.catalog;
