@@ -63,17 +63,26 @@ fn live_brokers(b: &Broker) -> Vec<u64> {
 
 /// Every partition group with its current voters (a target counts as where it is going).
 fn placement_of(b: &Broker) -> placement::Placement {
+    placement_by_topic(b).into_iter().flatten().collect()
+}
+
+/// [`placement_of`], topic by topic.
+fn placement_by_topic(b: &Broker) -> Vec<placement::Placement> {
     let targets = b.catalog.targets();
     b.catalog
         .topics()
         .iter()
-        .flat_map(|t| t.partitions.iter())
-        .map(|p| {
-            let voters = targets
-                .get(&p.group)
-                .cloned()
-                .unwrap_or_else(|| p.replicas().0);
-            (p.group, voters)
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| {
+                    let voters = targets
+                        .get(&p.group)
+                        .cloned()
+                        .unwrap_or_else(|| p.replicas().0);
+                    (p.group, voters)
+                })
+                .collect()
         })
         .collect()
 }
@@ -96,6 +105,32 @@ fn pending_moves(b: &Broker) -> Vec<String> {
         })
         .map(|p| format!("{}-{}", p.topic, p.partition))
         .collect()
+}
+
+/// Gives a leaving node's partitions that have no target away from it one: those of a
+/// topic made while its decommission started (placed before the node was marked leaving,
+/// so the decommission's plan did not know them). Without this they would hold the
+/// decommission up forever.
+async fn move_strays(b: &Broker, node: u64) -> Result<(), Status> {
+    if !b.catalog.is_leaving(node) {
+        return Ok(());
+    }
+    let strays: placement::Placement = placement_of(b)
+        .into_iter()
+        .filter(|(_, voters)| voters.contains(&node))
+        .collect();
+    if strays.is_empty() {
+        return Ok(());
+    }
+    let Ok(targets) = placement::decommission(&strays, &live_brokers(b), node) else {
+        return Ok(()); // nowhere to go: the status names what is left
+    };
+    tracing::info!(
+        node,
+        moves = targets.len(),
+        "decommission: moving replicas placed after it started"
+    );
+    commit_targets(b, targets).await
 }
 
 async fn commit_targets(b: &Broker, targets: placement::Placement) -> Result<(), Status> {
@@ -231,7 +266,7 @@ impl Admin for AdminService {
     ) -> Result<Response<RebalanceResponse>, Status> {
         let b = self.starting.broker()?;
         let brokers = live_brokers(b);
-        let targets = placement::rebalance(&placement_of(b), &brokers);
+        let targets = placement::rebalance(&placement_by_topic(b), &brokers);
         let moves = targets.len();
         commit_targets(b, targets).await?;
         tracing::info!(moves, ?brokers, "rebalance started");
@@ -305,6 +340,9 @@ impl Admin for AdminService {
     ) -> Result<Response<DecommissionStatusResponse>, Status> {
         let b = self.starting.broker()?;
         let node = request.into_inner().node_id;
+        if let Ok(n) = u64::try_from(node) {
+            move_strays(b, n).await?;
+        }
         let remaining: Vec<String> = partitions(b)
             .into_iter()
             .filter(|p| p.replicas.contains(&node))

@@ -35,12 +35,6 @@ impl Broker {
             .unwrap_or_else(|| self.proposed_cluster_id.clone())
     }
 
-    /// Consumer groups are coordinated by the metadata group's leader, which commits
-    /// their offsets without a forwarding hop.
-    pub fn is_group_coordinator(&self) -> bool {
-        self.catalog.metadata_leader() == Some(self.node_id as u64)
-    }
-
     /// Whether this broker leads the partition and may serve produce and fetch for it.
     pub fn leads(&self, p: &crate::log::PartitionShared) -> bool {
         p.is_led_by(self.node_id as u64)

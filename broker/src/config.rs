@@ -143,6 +143,13 @@ pub struct Settings {
     /// Voters of the metadata group (the controller quorum); 0 picks 3, or 5 once at
     /// least five brokers stay. Brokers beyond it receive the metadata log as learners.
     pub metadata_voters: usize,
+    /// Partitions of the internal `__consumer_offsets` topic, made when the first group
+    /// needs it: consumer groups hash to them, and each partition's leader coordinates
+    /// its groups. Fixed once the topic exists.
+    pub offsets_topic_partitions: i32,
+    /// Replicas of each `__consumer_offsets` partition, capped by the number of metadata
+    /// group members (one on a single broker).
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl Default for Settings {
@@ -162,6 +169,8 @@ impl Default for Settings {
             raft_tick_ms: 100,
             storage_min_free_bytes: 1 << 30,
             metadata_voters: 0,
+            offsets_topic_partitions: 16,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -186,6 +195,14 @@ impl Settings {
             "default_partitions must be between 1 and max_partitions_per_topic"
         );
         anyhow::ensure!(self.raft_tick_ms > 0, "raft_tick_ms must be positive");
+        anyhow::ensure!(
+            (1..=1000).contains(&self.offsets_topic_partitions),
+            "offsets_topic_partitions must be between 1 and 1000"
+        );
+        anyhow::ensure!(
+            self.offsets_topic_replication_factor >= 1,
+            "offsets_topic_replication_factor must be at least 1"
+        );
         anyhow::ensure!(
             self.max_request_bytes >= 1024,
             "max_request_bytes must be at least 1024"

@@ -18,7 +18,6 @@ log() { echo "conformance: $*" >&2; }
 # name -> why it is skipped
 declare -A SKIP=(
   [TestTxnEtl]="transactions are not served yet (its consumers wait for transactional records)"
-  [TestConsumeRegex]="no __consumer_offsets internal topic in Metadata yet (issue 11: coordinator partitions)"
 )
 
 build() {

@@ -87,7 +87,10 @@ def test_the_metadata_quorum_moves_to_brokers_added_later(cluster_factory, topic
                 time.sleep(1)
                 brokers[4].restart()
             status = lambda n=node: api.DecommissionStatus(pb.DecommissionStatusRequest(node_id=n), timeout=10)  # noqa: E731
-            wait_for(f"the decommission of broker {node}", lambda: status().done, timeout=120)
+            try:
+                wait_for(f"the decommission of broker {node}", lambda: status().done, timeout=120)
+            except AssertionError as e:
+                raise AssertionError(f"{e}: {status().message}") from None
             voters, _ = members(brokers[3], admin_pb)
             assert node not in voters, (node, voters)
             assert brokers[node - 1].terminate(timeout=30) == 0

@@ -21,16 +21,34 @@ fn counts(partitions: &Placement, brokers: &[u64]) -> BTreeMap<u64, usize> {
     counts
 }
 
-/// Moves replicas from the most to the least loaded brokers until every broker holds
-/// within one of the others, moving as few as possible. Returns the new voters of the
-/// partitions that change.
-pub fn rebalance(partitions: &Placement, brokers: &[u64]) -> Placement {
+/// Spreads each topic's replicas over the brokers (within one of each other), then evens
+/// the brokers' totals, moving as few replicas as possible. Topic by topic first, so that
+/// a broker added to the cluster takes part in every topic, not only in the largest ones
+/// (evening the totals alone could give it nothing but `__consumer_offsets` partitions).
+/// `topics` holds each topic's partitions; returns the new voters of those that change.
+pub fn rebalance(topics: &[Placement], brokers: &[u64]) -> Placement {
     if brokers.is_empty() {
         return vec![];
     }
-    let mut counts = counts(partitions, brokers);
     let mut targets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let max_moves = partitions.iter().map(|(_, v)| v.len()).sum::<usize>();
+    for topic in topics {
+        even_out(topic, brokers, &mut targets);
+    }
+    let all: Placement = topics.iter().flatten().cloned().collect();
+    even_out(&all, brokers, &mut targets);
+    targets.into_iter().collect()
+}
+
+/// Moves replicas of `partitions` (as `targets` already moves them) from the most to the
+/// least loaded broker until every broker holds within one of the others.
+fn even_out(partitions: &Placement, brokers: &[u64], targets: &mut BTreeMap<u64, Vec<u64>>) {
+    let current: Placement = partitions
+        .iter()
+        .map(|(g, v)| (*g, targets.get(g).cloned().unwrap_or_else(|| v.clone())))
+        .collect();
+    let mut counts = counts(&current, brokers);
+    let mut moved: std::collections::BTreeSet<u64> = Default::default();
+    let max_moves = current.iter().map(|(_, v)| v.len()).sum::<usize>();
     for _ in 0..max_moves {
         let (&hi, &most) = counts
             .iter()
@@ -41,11 +59,11 @@ pub fn rebalance(partitions: &Placement, brokers: &[u64]) -> Placement {
             break;
         }
         // A partition on `hi` that `lo` does not hold yet, one not moved already first.
-        let candidate = partitions
+        let candidate = current
             .iter()
             .map(|(g, v)| (*g, targets.get(g).cloned().unwrap_or_else(|| v.clone())))
             .filter(|(_, v)| v.contains(&hi) && !v.contains(&lo))
-            .min_by_key(|(g, _)| targets.contains_key(g));
+            .min_by_key(|(g, _)| moved.contains(g) || targets.contains_key(g));
         let Some((group, mut voters)) = candidate else {
             break;
         };
@@ -55,10 +73,10 @@ pub fn rebalance(partitions: &Placement, brokers: &[u64]) -> Placement {
             }
         }
         targets.insert(group, voters);
+        moved.insert(group);
         *counts.get_mut(&hi).unwrap() -= 1;
         *counts.get_mut(&lo).unwrap() += 1;
     }
-    targets.into_iter().collect()
 }
 
 /// Replaces `node` in every partition that has it with the least loaded other broker
@@ -107,7 +125,7 @@ mod tests {
     #[test]
     fn a_new_broker_gets_its_share_and_nobody_holds_a_partition_twice() {
         let before: Placement = (1..=6).map(|g| (g, vec![1, 2, 3])).collect();
-        let targets = rebalance(&before, &[1, 2, 3, 4]);
+        let targets = rebalance(std::slice::from_ref(&before), &[1, 2, 3, 4]);
         let after = applied(&before, &targets);
         for b in 1..=4 {
             let n = load(&after, b);
@@ -121,9 +139,24 @@ mod tests {
         }
         assert_eq!(targets.len(), 4, "moves only what it must: {targets:?}");
         assert!(
-            rebalance(&after, &[1, 2, 3, 4]).is_empty(),
+            rebalance(&[after], &[1, 2, 3, 4]).is_empty(),
             "balanced is a fixed point"
         );
+    }
+
+    #[test]
+    fn a_new_broker_takes_part_in_every_topic_not_only_the_largest() {
+        // 16 offsets partitions on every broker, then a small topic of 2 x RF 2.
+        let offsets: Placement = (1..=16).map(|g| (g, vec![1, 2, 3])).collect();
+        let small: Placement = vec![(17, vec![1, 3]), (18, vec![1, 2])];
+        let targets = rebalance(&[offsets.clone(), small.clone()], &[1, 2, 3, 4]);
+        let after = applied(&small, &targets);
+        assert_eq!(load(&after, 4), 1, "{targets:?}");
+        let total: Placement = offsets.into_iter().chain(small).collect();
+        let after = applied(&total, &targets);
+        for b in 1..=4 {
+            assert!((12..=14).contains(&load(&after, b)), "{after:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::records::{GroupValue, MemberValue};
 use super::JoinRequest;
 use crate::protocol::errors;
 
@@ -101,6 +102,12 @@ pub struct Group {
     syncs: HashMap<String, oneshot::Sender<SyncResult>>,
     rebalance_deadline: Instant,
     initial_delay: Duration,
+    /// Counts changes worth recording in the coordinator partition (a new stable
+    /// generation, a static member's new id, the group emptied); `recorded` is the last
+    /// count written there and `recording` the one being written.
+    changes: u64,
+    recorded: u64,
+    recording: Option<u64>,
 }
 
 impl Group {
@@ -118,11 +125,119 @@ impl Group {
             syncs: HashMap::new(),
             rebalance_deadline: Instant::now(),
             initial_delay,
+            changes: 0,
+            recorded: 0,
+            recording: None,
         }
     }
 
+    /// The group as its coordinator partition recorded it: stable at its generation, with
+    /// its members' sessions starting now (as Kafka's coordinator does after a load).
+    pub fn restore(id: &str, initial_delay: Duration, v: GroupValue) -> Self {
+        let mut g = Group::new(id, initial_delay);
+        let now = Instant::now();
+        g.generation = v.generation;
+        g.protocol_type = Some(v.protocol_type);
+        g.leader = Some(v.leader);
+        for m in v.members {
+            let member = Member {
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout: Duration::from_millis(m.session_timeout_ms),
+                rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                protocols: vec![(v.protocol.clone(), m.subscription)],
+                assignment: m.assignment,
+                last_seen: now,
+            };
+            g.members.insert(m.member_id, member);
+        }
+        g.protocol = Some(v.protocol);
+        g.phase = if g.members.is_empty() {
+            Phase::Empty
+        } else {
+            Phase::Stable
+        };
+        g
+    }
+
+    fn changed(&mut self) {
+        self.changes += 1;
+    }
+
+    /// What to record for the group, if it changed since last recorded and is at rest
+    /// (stable, or empty: `Some(None)` then, which deletes the record); with the change
+    /// count to hand back to [`Group::recorded`].
+    pub fn take_record(&mut self) -> Option<(u64, Option<GroupValue>)> {
+        if self.changes == self.recorded || self.recording == Some(self.changes) {
+            return None;
+        }
+        let value = match self.phase {
+            Phase::Empty => None,
+            Phase::Stable => Some(self.value()),
+            _ => return None,
+        };
+        self.recording = Some(self.changes);
+        Some((self.changes, value))
+    }
+
+    /// The write of change `n` ended (`ok`: it is in the log).
+    pub fn recorded(&mut self, n: u64, ok: bool) {
+        if self.recording == Some(n) {
+            self.recording = None;
+        }
+        if ok {
+            self.recorded = self.recorded.max(n);
+        }
+    }
+
+    fn value(&self) -> GroupValue {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberValue {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            protocol,
+        }
+    }
+
+    /// This broker no longer coordinates the group: members waiting at a barrier are told
+    /// so, and find the new coordinator.
+    pub fn abandon(mut self) {
+        for (id, tx) in self.joins.drain() {
+            let _ = tx.send(JoinResult::error(errors::NOT_COORDINATOR, &id));
+        }
+        for (_, tx) in self.syncs.drain() {
+            let _ = tx.send((errors::NOT_COORDINATOR, Bytes::new(), None));
+        }
+    }
+
+    /// Gone from memory once empty and recorded as such (an unrecorded empty group would
+    /// come back with its old members at the next coordinator).
     pub fn is_removable(&self) -> bool {
-        self.phase == Phase::Empty && self.members.is_empty() && self.pending_members.is_empty()
+        self.phase == Phase::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.changes == self.recorded
     }
 
     /// Either a receiver for the result at the end of the join barrier, or an immediate
@@ -238,6 +353,7 @@ impl Group {
         if is_leader {
             self.leader = Some(new_id.clone());
         }
+        self.changed();
         tracing::info!(group = %self.id, instance, member = %new_id, "static member rejoined");
         Some(Err(Box::new(JoinResult {
             error_code: errors::NONE,
@@ -309,6 +425,7 @@ impl Group {
             self.phase = Phase::Empty;
             self.leader = None;
             self.protocol = None;
+            self.changed();
             return;
         }
         self.phase = Phase::CompletingRebalance;
@@ -399,6 +516,7 @@ impl Group {
                         m.assignment = assignments.remove(id).unwrap_or_default();
                     }
                     self.phase = Phase::Stable;
+                    self.changed();
                     for (id, tx) in self.syncs.drain() {
                         let a = self
                             .members
@@ -486,6 +604,7 @@ impl Group {
                 self.phase = Phase::Empty;
                 self.generation += 1;
                 self.protocol = None;
+                self.changed();
             }
             _ => self.prepare_rebalance(),
         }

@@ -2,6 +2,7 @@
 //! commits the topic through the metadata Raft group.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::{errors, str_bytes};
 use crate::broker::Broker;
 use crate::cluster::leadership::LIVENESS_WINDOW;
+use crate::group::records::OFFSETS_TOPIC;
 use crate::metadata::{Command, Outcome};
 
 /// Topic configs this broker understands; anything else is INVALID_CONFIG.
@@ -104,6 +106,12 @@ fn validate(
 ) -> Result<Validated, CreateError> {
     validate_name(&t.name)
         .map_err(|code| (code, format!("invalid topic name {:?}", t.name.as_str())))?;
+    if t.name.as_str() == OFFSETS_TOPIC {
+        return Err((
+            errors::INVALID_REQUEST,
+            format!("{OFFSETS_TOPIC} is internal: brokers make it when the first consumer group needs it"),
+        ));
+    }
     if !t.assignments.is_empty() {
         return Err((
             errors::INVALID_REQUEST,
@@ -276,6 +284,39 @@ pub async fn create(
         )),
         Err(e) => Err((errors::for_propose(e), e.to_string())),
     }
+}
+
+/// Makes the offsets topic in the background the first time a group needs it (once at a
+/// time per broker; a failed attempt is retried by the next request that needs it). Its
+/// replication factor is `offsets_topic_replication_factor`, capped by the metadata
+/// group's size (a single broker gets one replica); placement refuses it until that many
+/// brokers are registered, so a new cluster's first groups wait for their peers.
+pub fn ensure_offsets_topic(broker: &Arc<Broker>) {
+    if broker.catalog.topic(OFFSETS_TOPIC).is_some()
+        || broker.groups.creating_topic.swap(true, Ordering::SeqCst)
+    {
+        return;
+    }
+    let broker = broker.clone();
+    tokio::spawn(async move {
+        let (voters, learners) = broker.catalog.metadata_members();
+        let members = (voters.len() + learners.len()).max(1);
+        let rf = broker
+            .settings
+            .offsets_topic_replication_factor
+            .min(members as i16)
+            .max(1);
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+        ]);
+        let partitions = broker.settings.offsets_topic_partitions;
+        match create(&broker, OFFSETS_TOPIC, partitions, rf, configs).await {
+            Ok(_) => tracing::info!(partitions, rf, "created {OFFSETS_TOPIC}"),
+            Err((_, why)) => tracing::info!("{OFFSETS_TOPIC} not created yet: {why}"),
+        }
+        broker.groups.creating_topic.store(false, Ordering::SeqCst);
+    });
 }
 
 #[cfg(test)]

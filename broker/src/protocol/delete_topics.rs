@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{errors, str_bytes};
 use crate::broker::Broker;
+use crate::group::records::OFFSETS_TOPIC;
 use crate::metadata::{Command, Outcome};
 
 pub async fn handle(
@@ -45,6 +46,17 @@ pub async fn handle(
             responses.push(result.with_error_code(code));
             continue;
         };
+        if view.name == OFFSETS_TOPIC {
+            // The consumer groups' offsets live there.
+            responses.push(
+                result
+                    .with_error_code(errors::INVALID_TOPIC_EXCEPTION)
+                    .with_error_message(Some(str_bytes(format!(
+                        "{OFFSETS_TOPIC} is internal and cannot be deleted"
+                    )))),
+            );
+            continue;
+        }
         let command = Command::DeleteTopic {
             name: view.name.clone(),
         };

@@ -18,14 +18,14 @@ pub async fn handle(
         .into_iter()
         .map(|id| {
             let described = DescribedGroup::default().with_group_id(id.clone());
-            let Some(g) = broker.groups.describe(&id) else {
+            let g = match broker.groups.describe(&id) {
+                Err(code) => return described.with_error_code(code),
+                Ok((Some(g), _)) => g,
                 // Kafka reports groups it has no members for as Dead (or Empty with offsets).
-                let state = if broker.catalog.group_offsets(&id).is_empty() {
-                    "Dead"
-                } else {
-                    "Empty"
-                };
-                return described.with_group_state(str_bytes(state));
+                Ok((None, has_offsets)) => {
+                    let state = if has_offsets { "Empty" } else { "Dead" };
+                    return described.with_group_state(str_bytes(state));
+                }
             };
             described
                 .with_group_state(str_bytes(g.state))

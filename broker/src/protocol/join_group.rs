@@ -11,11 +11,6 @@ use crate::broker::Broker;
 use crate::group::JoinRequest;
 
 pub async fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, ctx: &Ctx) -> JoinGroupResponse {
-    if !broker.is_group_coordinator() {
-        return JoinGroupResponse::default()
-            .with_error_code(super::errors::NOT_COORDINATOR)
-            .with_generation_id(-1);
-    }
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
     // v0 has no rebalance timeout; Kafka uses the session timeout then.
     let rebalance = match req.rebalance_timeout_ms {

@@ -13,9 +13,6 @@ pub async fn handle(
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
-    if !broker.is_group_coordinator() {
-        return LeaveGroupResponse::default().with_error_code(super::errors::NOT_COORDINATOR);
-    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()

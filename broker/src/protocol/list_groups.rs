@@ -1,4 +1,5 @@
-//! ListGroups: groups with members, plus groups known only by committed offsets (Empty).
+//! ListGroups: the groups this broker coordinates (those of the `__consumer_offsets`
+//! partitions it leads), with members or known only by committed offsets (Empty).
 //! As in Kafka, a broker lists only the groups it coordinates: tools ask every broker and
 //! merge the answers, so a broker that does not coordinate a group must not report it (it
 //! would show an active group as Empty).
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{errors, str_bytes};
+use super::str_bytes;
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -17,25 +18,12 @@ pub async fn handle(
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
-    if !broker.is_group_coordinator() {
-        // Every group is coordinated by the metadata leader; this broker coordinates none.
-        return ListGroupsResponse::default().with_error_code(
-            if broker.catalog.metadata_leader().is_some() {
-                errors::NONE
-            } else {
-                errors::COORDINATOR_NOT_AVAILABLE
-            },
-        );
-    }
-    let mut groups: BTreeMap<String, (String, &'static str)> = broker
-        .catalog
-        .offset_groups()
+    let groups: BTreeMap<String, (String, &'static str)> = broker
+        .groups
+        .list()
         .into_iter()
-        .map(|g| (g, ("consumer".to_string(), "Empty")))
+        .map(|g| (g.group_id, (g.protocol_type, g.state)))
         .collect();
-    for g in broker.groups.list() {
-        groups.insert(g.group_id, (g.protocol_type, g.state));
-    }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_string()).collect();
     let listed = groups
         .into_iter()

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::{create_topics, errors, str_bytes, Ctx, Listener};
 use crate::broker::Broker;
+use crate::group::records::OFFSETS_TOPIC;
 use crate::metadata::TopicView;
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, ctx: &Ctx) -> MetadataResponse {
@@ -126,6 +127,13 @@ async fn lookup_or_create(
     if let Some(v) = broker.catalog.topic(name) {
         return Ok(Some(v));
     }
+    if name.as_str() == OFFSETS_TOPIC {
+        // Made with its own partition count and factor, as the first group needs it.
+        if auto_create {
+            create_topics::ensure_offsets_topic(broker);
+        }
+        return Ok(None);
+    }
     if !auto_create {
         return Ok(None);
     }
@@ -165,6 +173,7 @@ fn describe(t: &TopicView, version: i16) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_is_internal(version >= 1 && t.name == OFFSETS_TOPIC)
         .with_topic_id(if version >= 10 {
             t.id
         } else {

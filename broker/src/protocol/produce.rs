@@ -13,6 +13,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 
 use super::{errors, str_bytes, Ctx, Reply};
 use crate::broker::Broker;
+use crate::group::records::OFFSETS_TOPIC;
 use crate::log::batch::{self, BatchError};
 use crate::log::{AppendOutcome, PartitionShared};
 use crate::metrics;
@@ -47,6 +48,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                     .and_then(|i| v.partitions.get(i).cloned())
             });
             let item = match shared {
+                // Only the group coordinators write there (Kafka refuses it the same way).
+                Some(_) if t.name.as_str() == OFFSETS_TOPIC => {
+                    PartitionWork::Failed(errors::INVALID_TOPIC_EXCEPTION)
+                }
                 _ if transactional => {
                     PartitionWork::Failed(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 }

@@ -12,9 +12,6 @@ pub async fn handle(
     req: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
-    if !broker.is_group_coordinator() {
-        return SyncGroupResponse::default().with_error_code(super::errors::NOT_COORDINATOR);
-    }
     let assignments = req
         .assignments
         .into_iter()

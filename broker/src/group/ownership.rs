@@ -1,0 +1,257 @@
+//! Which coordinator partitions this broker serves. A watcher follows the leadership of
+//! the offsets topic's partitions: when this broker becomes a partition's leader it
+//! writes a barrier record (once applied, every earlier record is applied too), reads
+//! the partition's log up to it and only then serves its groups; when leadership goes,
+//! the groups go with it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::records::GroupValue;
+use super::records::{self, Key, OFFSETS_TOPIC};
+use super::{Committed, Loaded, Ownership};
+use crate::broker::Broker;
+use crate::log::{AppendOutcome, PartitionShared};
+use crate::raft::Applied;
+use crate::shutdown::Shutdown;
+use crate::storage::Db;
+
+/// How often leadership of the coordinator partitions is checked.
+const CHECK: Duration = Duration::from_millis(100);
+/// How long a new leader waits for its barrier record to be applied.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from a coordinator partition's log at a time while loading it.
+const READ_CHUNK: usize = 1 << 20;
+
+pub async fn run(broker: Arc<Broker>, shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.clone().wait() => return,
+        }
+        follow_leadership(&broker);
+    }
+}
+
+fn follow_leadership(broker: &Arc<Broker>) {
+    let Some(topic) = broker.catalog.topic(OFFSETS_TOPIC) else {
+        return;
+    };
+    broker.groups.set_partitions(topic.partitions.len());
+    let me = broker.node_id as u64;
+    for p in &topic.partitions {
+        let led = p.is_led_by(me);
+        let epoch = p.leader_epoch();
+        match (broker.groups.ownership(p.partition), led) {
+            (Some(Ownership::Loading(e) | Ownership::Loaded(e)), true) if e == epoch => {}
+            (_, true) => {
+                broker.groups.begin_load(p.partition, epoch);
+                tokio::spawn(load(broker.clone(), p.clone(), epoch));
+            }
+            (Some(_), false) => {
+                tracing::info!(
+                    partition = p.partition,
+                    "no longer coordinating the groups of {OFFSETS_TOPIC}-{}",
+                    p.partition
+                );
+                broker.groups.unload(p.partition);
+            }
+            (None, false) => {}
+        }
+    }
+}
+
+/// Reads a coordinator partition this broker now leads, then serves its groups.
+async fn load(broker: Arc<Broker>, shared: Arc<PartitionShared>, epoch: i32) {
+    let started = Instant::now();
+    let partition = shared.partition;
+    let barrier = records::encode_batch(&[(
+        Key::Barrier {
+            leader: broker.node_id as u64,
+            epoch,
+        },
+        None,
+    )]);
+    let upto = match broker
+        .raft
+        .propose(shared.group, barrier.to_vec())
+        .wait(BARRIER_TIMEOUT)
+        .await
+    {
+        Ok(Applied::Partition(AppendOutcome::Appended { base_offset })) => base_offset,
+        other => {
+            // Leadership moved (or the write failed): the watcher starts over if this
+            // broker still leads at the next check.
+            tracing::info!(partition, outcome = ?other, "coordinator partition barrier failed");
+            if broker.groups.ownership(partition) == Some(Ownership::Loading(epoch)) {
+                broker.groups.unload(partition);
+            }
+            return;
+        }
+    };
+    let db = broker.db.clone();
+    let reader = shared.clone();
+    let read = tokio::task::spawn_blocking(move || read_partition(&db, &reader, upto)).await;
+    let mut loaded = match read {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(e)) => {
+            tracing::error!(partition, error = %e, "reading a coordinator partition failed");
+            broker.groups.unload(partition);
+            return;
+        }
+        Err(e) => {
+            tracing::error!(partition, error = %e, "reading a coordinator partition panicked");
+            broker.groups.unload(partition);
+            return;
+        }
+    };
+    adopt_legacy_offsets(&broker, partition, &mut loaded.offsets);
+    let groups = loaded.offsets.groups().count().max(loaded.groups.len());
+    if broker.groups.finish_load(partition, epoch, loaded) {
+        // (Quiet about partitions without groups: a broker takes many at start-up.)
+        let level_info = groups > 0;
+        if !level_info {
+            tracing::debug!(partition, epoch, "coordinating {OFFSETS_TOPIC}-{partition}");
+            return;
+        }
+        tracing::info!(
+            partition,
+            epoch,
+            groups,
+            records = upto,
+            ms = started.elapsed().as_millis() as u64,
+            "coordinating the groups of {OFFSETS_TOPIC}-{partition}"
+        );
+    }
+}
+
+/// Replays the partition's records below `upto` (the barrier's offset).
+fn read_partition(db: &Db, shared: &PartitionShared, upto: i64) -> anyhow::Result<Loaded> {
+    let mut loaded = Loaded::default();
+    let mut next = shared.log_start();
+    while next < upto {
+        let bytes = crate::log::read::read(db, shared, next, READ_CHUNK)?;
+        if bytes.is_empty() {
+            anyhow::bail!(
+                "{OFFSETS_TOPIC}-{} ends at {next}, before its barrier at {upto}",
+                shared.partition
+            );
+        }
+        let decoded = records::decode(bytes)?;
+        for entry in decoded.entries.iter().filter(|e| e.offset < upto) {
+            match &entry.key {
+                Key::Group { group } => {
+                    let value = entry.value.as_ref();
+                    match value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok()) {
+                        Some(v) => loaded.groups.insert(group.clone(), v),
+                        None => loaded.groups.remove(group),
+                    };
+                }
+                _ => loaded.offsets.replay(entry),
+            }
+        }
+        anyhow::ensure!(decoded.next_offset > next, "no progress reading at {next}");
+        next = decoded.next_offset;
+    }
+    Ok(loaded)
+}
+
+/// Offsets committed before coordinator partitions existed live in the metadata log: the
+/// groups of this partition that have none here yet start from those.
+fn adopt_legacy_offsets(broker: &Broker, partition: i32, offsets: &mut super::Offsets) {
+    let Some(n) = broker
+        .catalog
+        .topic(OFFSETS_TOPIC)
+        .map(|t| t.partitions.len())
+    else {
+        return;
+    };
+    for group in broker.catalog.offset_groups() {
+        if records::partition_for(&group, n) != partition || offsets.has_group(&group) {
+            continue;
+        }
+        for o in broker.catalog.group_offsets(&group) {
+            let Some(topic) = broker.catalog.topic(&o.topic) else {
+                continue;
+            };
+            offsets.record(
+                &group,
+                &o.topic,
+                o.partition,
+                Committed {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata,
+                    topic_id: topic.id,
+                    position: -1,
+                },
+            );
+        }
+    }
+}
+
+/// Records group changes (a new stable generation, an emptied group) in their
+/// coordinator partitions, so that the next coordinator knows the members and their
+/// generation and their commits go on without a rebalance. Written shortly after the
+/// change, not before the members hear of it: a coordinator lost in that moment leaves
+/// the members to rejoin, as they would with no record at all.
+pub async fn record_loop(broker: Arc<Broker>, shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(RECORD_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.clone().wait() => return,
+        }
+        let mut by_partition: std::collections::BTreeMap<i32, Vec<_>> = Default::default();
+        for (partition, group, change, value) in broker.groups.records_due() {
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((group, change, value));
+        }
+        for (partition, changes) in by_partition {
+            tokio::spawn(record(broker.clone(), partition, changes));
+        }
+    }
+}
+
+/// How often group changes are written.
+const RECORD_INTERVAL: Duration = Duration::from_millis(100);
+
+async fn record(
+    broker: Arc<Broker>,
+    partition: i32,
+    changes: Vec<(String, u64, Option<GroupValue>)>,
+) {
+    let batch: Vec<(Key, Option<Vec<u8>>)> = changes
+        .iter()
+        .map(|(group, _, value)| {
+            let value = value
+                .as_ref()
+                .map(|v| serde_json::to_vec(v).expect("groups serialize"));
+            (
+                Key::Group {
+                    group: group.clone(),
+                },
+                value,
+            )
+        })
+        .collect();
+    let ok = match broker.catalog.partition(OFFSETS_TOPIC, partition) {
+        Some(shared) => matches!(
+            broker
+                .raft
+                .propose(shared.group, records::encode_batch(&batch).to_vec())
+                .wait(BARRIER_TIMEOUT)
+                .await,
+            Ok(Applied::Partition(AppendOutcome::Appended { .. }))
+        ),
+        None => false,
+    };
+    for (group, change, _) in changes {
+        broker.groups.group_recorded(&group, change, ok);
+    }
+}
