@@ -176,11 +176,14 @@ pub fn apply_cluster_status(status: &mut ChronikClusterStatus, cs: &ClusterStatu
         offline: summary.offline as i32,
         leaderless: summary.leaderless as i32,
     });
+    // Partitions in trouble first, then the users' topics, then internal ones
+    // (`__consumer_offsets`), so that the capped list shows what matters.
     let mut partitions: Vec<&_> = cs.partitions.iter().collect();
     partitions.sort_by_key(|p| {
         (
             p.leader >= 0,
             p.isr.len() >= p.replicas.len(),
+            p.topic.starts_with("__"),
             p.topic.clone(),
             p.partition,
         )
@@ -217,8 +220,9 @@ mod tests {
 
     #[test]
     fn unhealthy_partitions_come_first_and_details_are_capped() {
-        let mut partitions: Vec<PartitionStatus> = (0..60)
-            .map(|i| partition("a", i, 1, vec![1, 2, 3]))
+        let mut partitions: Vec<PartitionStatus> = (0..16)
+            .map(|i| partition("__consumer_offsets", i, 1, vec![1, 2, 3]))
+            .chain((0..44).map(|i| partition("a", i, 1, vec![1, 2, 3])))
             .collect();
         partitions.push(partition("z", 0, 2, vec![2, 3]));
         partitions.push(partition("z", 1, -1, vec![]));
@@ -263,6 +267,11 @@ mod tests {
             ("z", None)
         );
         assert_eq!(status.partition_details[1].isr, vec![2, 3]);
+        // Then every partition of the users' topic, before the internal ones.
+        assert!(status.partition_details[2..46]
+            .iter()
+            .all(|p| p.topic == "a"));
+        assert_eq!(status.partition_details[46].topic, "__consumer_offsets");
         assert_eq!(status.partitions.as_ref().unwrap().under_replicated, 2);
         assert_eq!(status.brokers[0].leaders, Some(60));
         assert_eq!(status.brokers[0].replicas, Some(62));

@@ -18,6 +18,10 @@ PER_PARTITION = 100
 GROUPS = 50
 
 
+def log(msg: str) -> None:
+    print(f"[coordinators {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
 def consumer(boot: str, group: str, **extra) -> Consumer:
     return Consumer({"bootstrap.servers": boot, "group.id": group,
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -88,6 +92,7 @@ def test_groups_spread_over_coordinators_and_survive_a_coordinators_sigkill(
     boot = bootstrap(brokers)
     create_replicated(brokers, topic_name, PARTITIONS)
     produce_evenly(boot, topic_name)
+    log("records produced")
 
     # 50 groups commit distinct offsets (admin-style, without membership).
     groups = [f"g{i:02d}-{topic_name}" for i in range(GROUPS)]
@@ -98,6 +103,7 @@ def test_groups_spread_over_coordinators_and_survive_a_coordinators_sigkill(
         commit_sync(c, [TopicPartition(topic_name, p, o) for p, o in want.items()])
         c.close()
         expected[g] = want
+    log(f"{GROUPS} groups committed")
     coordinator_of = coordinators(boot, groups)
     assert set(coordinator_of.values()) == {1, 2, 3}, coordinator_of
 
@@ -134,8 +140,8 @@ def test_groups_spread_over_coordinators_and_survive_a_coordinators_sigkill(
             deadline = time.monotonic() + 120
             while seen < remaining and time.monotonic() < deadline:
                 if seen >= remaining // 3 and not killed.is_set():
-                    time.sleep(0.05)  # wait here for the kill, group still live
-                    c.poll(0.05)
+                    # Holds its place until the kill (librdkafka heartbeats meanwhile).
+                    time.sleep(0.05)
                     continue
                 m = c.poll(0.2)
                 if m is None or m.error():
@@ -148,6 +154,8 @@ def test_groups_spread_over_coordinators_and_survive_a_coordinators_sigkill(
                     since_commit = 0
             commit_sync(c)
             stop_at[group] = seen
+            if seen < remaining:
+                failures.append((group, f"read {seen} of its {remaining} records"))
         except Exception as e:  # noqa: BLE001 (reported by the test thread)
             failures.append((group, repr(e)))
         finally:
@@ -161,11 +169,13 @@ def test_groups_spread_over_coordinators_and_survive_a_coordinators_sigkill(
     while min(progress.values()) < 40 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert min(progress.values()) >= 40, f"live groups did not start consuming: {progress}"
+    log(f"live groups consuming {progress}; SIGKILL of coordinator {victim_id}")
     victim.kill9()
     killed.set()
     for t in threads:
         t.join(180)
     assert not failures, failures
+    log(f"live groups finished: {stop_at}")
     survivors = [b for b in brokers if b is not victim]
     survivors_boot = bootstrap(survivors)
 
@@ -176,6 +186,7 @@ def test_groups_spread_over_coordinators_and_survive_a_coordinators_sigkill(
     moved = coordinators(survivors_boot, on_victim)
     assert victim_id not in moved.values(), moved
 
+    log("every group's offsets read back from the survivors")
     # The victim comes back and the groups it coordinated are still whole.
     victim.start()
     for g in on_victim:
