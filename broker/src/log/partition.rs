@@ -33,6 +33,8 @@ pub struct PartitionShared {
     leader_epoch: AtomicI32,
     /// Node id of the Raft leader, 0 when there is none.
     leader: AtomicU64,
+    /// The voter this node, as leader, is handing leadership to (0: none).
+    transferee: AtomicU64,
     /// Voters of the group and those caught up with the leader's commit index.
     replicas: Mutex<(Vec<u64>, Vec<u64>)>,
     /// Voters as the leader last reported them (a replica removed from the group learns
@@ -61,6 +63,7 @@ impl PartitionShared {
             log_start: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(0),
             leader: AtomicU64::new(0),
+            transferee: AtomicU64::new(0),
             replicas: Mutex::new((vec![], vec![])),
             reported_voters: Mutex::new(vec![]),
             reported_at: Mutex::new(None),
@@ -110,6 +113,16 @@ impl PartitionShared {
             return None;
         }
         Some(leader)
+    }
+
+    /// The voter this node's leadership is being handed to, while it is (a SIGTERM, a
+    /// drain): refused producers are told to go there at once.
+    pub fn transferee(&self) -> Option<u64> {
+        Some(self.transferee.load(Ordering::Acquire)).filter(|id| *id != 0)
+    }
+
+    pub fn set_transferee(&self, to: Option<u64>) {
+        self.transferee.store(to.unwrap_or(0), Ordering::Release);
     }
 
     fn set_leadership(&self, leader: u64, term: u64) {

@@ -83,8 +83,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                 // (read after the refusal: the view then knows the new leader, if any)
                 let leader = shared
                     .filter(|_| r.error_code == errors::NOT_LEADER_OR_FOLLOWER && ctx.version >= 10)
-                    .and_then(|p| Some((p.leader()?, p.leader_epoch())))
-                    .filter(|(l, _)| *l != broker.node_id as u64);
+                    .and_then(|p| leader_hint(&p, broker.node_id as u64));
                 if let Some((leader, epoch)) = leader {
                     r.current_leader = LeaderIdAndEpoch::default()
                         .with_leader_id(BrokerId(leader as i32))
@@ -112,6 +111,16 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
             }
         }
     })))
+}
+
+/// Where a refused producer should go: the leader this broker knows, or, while this
+/// broker hands its leadership over (SIGTERM, a drain), the voter taking it, at the term
+/// it will take it in. Without a hint franz-go waits for its 5 s metadata minimum age.
+fn leader_hint(p: &PartitionShared, me: u64) -> Option<(u64, i32)> {
+    match p.leader()? {
+        leader if leader != me => Some((leader, p.leader_epoch())),
+        _ => p.transferee().map(|to| (to, p.leader_epoch() + 1)),
+    }
 }
 
 impl PartitionWork {

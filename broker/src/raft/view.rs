@@ -55,4 +55,6 @@ pub(super) fn publish_raft_view(
             .collect()
     });
     shared.set_raft_view(raft.leader_id, raft.term, &voters, in_sync.as_deref());
+    let handing_over = raft.state == raft::StateRole::Leader;
+    shared.set_transferee(raft.lead_transferee.filter(|_| handing_over));
 }

@@ -412,6 +412,10 @@ impl Driver {
                 .map(|(id, _)| *id);
             if let Some(to) = target {
                 g.node.transfer_leader(to);
+                if let Some(p) = &g.partition {
+                    // At once: proposals are refused from now on, naming the target.
+                    p.shared.set_transferee(g.node.raft.lead_transferee);
+                }
                 started += 1;
             }
         }
