@@ -345,6 +345,17 @@ pub struct BrokerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 15))]
     pub metadata_voters: Option<i64>,
+    /// Partitions of the internal `__consumer_offsets` topic (consumer groups hash to
+    /// them; each partition's leader coordinates its groups); fixed once the topic
+    /// exists (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub offsets_topic_partitions: Option<i64>,
+    /// Replicas of each `__consumer_offsets` partition, capped by the metadata group's
+    /// size (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 7))]
+    pub offsets_topic_replication_factor: Option<i64>,
     /// Raft tick; an election takes 10 ticks (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
