@@ -88,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retention_check: Duration::from_millis(settings.retention_check_interval_ms),
         retention_ms: settings.retention_ms,
         retention_bytes: settings.retention_bytes,
-        disk,
+        disk: disk.clone(),
         metadata_voters: settings.metadata_voters,
     };
     let driver_cell = Arc::new(OnceLock::new());
@@ -114,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         catalog: catalog.clone(),
         raft: raft.clone(),
         peers,
+        disk,
     });
     starting.set(broker.clone());
     let registration = BrokerRecord {

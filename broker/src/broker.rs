@@ -25,6 +25,8 @@ pub struct Broker {
     pub raft: RaftHandle,
     pub peers: Arc<Peers>,
     pub groups: Coordinator,
+    /// Free space on the data directory (snapshots from peers stop when it runs short).
+    pub disk: Arc<crate::storage::DiskSpace>,
 }
 
 impl Broker {

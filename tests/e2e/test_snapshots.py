@@ -109,3 +109,37 @@ def test_a_replica_added_after_retention_catches_up_from_a_snapshot(
     lead_from(brokers, 4, hosted, topic_name, admin_pb)
     again = confluent_read_all(fourth.bootstrap, topic_name)
     assert [(r.partition, r.offset, r.value) for r in again] == got
+
+
+def test_a_replica_short_of_disk_space_takes_no_snapshot_until_space_returns(
+        cluster_factory, topic_name, admin_pb):
+    pb, _ = admin_pb
+    brokers = cluster_factory(3, config={"retention_check_interval_ms": 300})
+    boot = bootstrap(brokers)
+    a = admin(boot)  # kept alive until the future resolves
+    a.create_topics([NewTopic(topic_name, PARTITIONS, 2, config={"retention.ms": "600000"})],
+                    request_timeout=30)[topic_name].result(30)
+    wait_replicated(brokers, topic_name, PARTITIONS, 2)
+    p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all"})
+    produce(p, topic_name, [b"old-%d" % i for i in range(200)],
+            ts=int(time.time() * 1000) - 3600 * 1000)
+    produce(p, topic_name, [b"kept-%d" % i for i in range(200)])
+    wait_for("retention", lambda: all(lo > 0 for lo, _ in watermarks(boot, topic_name).values()))
+
+    # Broker 4's margin is larger than any disk: it is short of space from the start.
+    fourth = cluster_factory.add(brokers, config={"storage_min_free_bytes": 1 << 60})
+    api = admin_stub(brokers[0], admin_pb)
+    api.Rebalance(pb.RebalanceRequest(), timeout=30)
+    time.sleep(5)
+    # (A broker short of space refuses both the entries and any snapshot offered.)
+    assert not api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10).done
+    assert metric(fourth, "chronik_raft_snapshots_installed_total") == 0
+
+    # Space returns (the usual margin): the snapshots go through and the move finishes.
+    fourth.config_path.write_text("")
+    fourth.restart()
+    wait_for("the rebalance", lambda: api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10).done,
+             timeout=60)
+    view = wait_replicated(brokers, topic_name, PARTITIONS, 2)
+    hosted = [part for part, (_, replicas, _) in view.items() if 4 in replicas]
+    assert hosted and metric(fourth, "chronik_raft_snapshots_installed_total") >= len(hosted)

@@ -106,7 +106,20 @@ impl Cluster for ClusterService {
         let message = Message::decode(header.message.as_slice()).map_err(|e| {
             Status::invalid_argument(format!("undecodable Raft message from node {from}: {e}"))
         })?;
-        let received = snapshot::receive(&broker.db, group, &message, stream)
+        if broker.disk.is_full() {
+            // The sender's Raft tries again later; refusing now keeps the margin RocksDB
+            // needs for what was already accepted.
+            tracing::warn!(
+                from,
+                group,
+                "short of disk space (storage_min_free_bytes): snapshot refused"
+            );
+            return Err(Status::resource_exhausted(format!(
+                "node {} is short of disk space (storage_min_free_bytes): no snapshot of group {group} now",
+                broker.node_id
+            )));
+        }
+        let received = snapshot::receive(&broker.db, &broker.disk, group, &message, stream)
             .await
             .map_err(|e| {
                 tracing::warn!(from, group, error = %e, "snapshot not received");

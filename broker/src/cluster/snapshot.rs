@@ -29,7 +29,7 @@ use super::{Peers, MAX_GRPC_MESSAGE};
 use crate::log::snapshot::{self, Builder, Received};
 use crate::metrics;
 use crate::raft::RaftHandle;
-use crate::storage::Db;
+use crate::storage::{Db, DiskSpace};
 
 /// How long one transfer may take before the sender gives up (and Raft sends another).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -152,6 +152,7 @@ fn chunk(c: Chunk) -> SnapshotChunk {
 /// beside the database. Succeeds only when the trailer came and everything adds up.
 pub async fn receive(
     db: &Db,
+    disk: &Arc<DiskSpace>,
     group: u64,
     message: &Message,
     mut stream: tonic::Streaming<SnapshotChunk>,
@@ -164,10 +165,16 @@ pub async fn receive(
     let dir = snapshot::incoming_dir(db);
     // The files are written on a blocking thread, two chunks behind the network at most.
     let (tx, mut rx) = mpsc::channel::<Chunk>(2);
+    let disk = disk.clone();
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<Received> {
         let opts = Options::default();
         let mut builder = Builder::new(&opts, &dir, group, index)?;
         while let Some(c) = rx.blocking_recv() {
+            // (A snapshot can be as large as the partition: stop before the disk fills.)
+            anyhow::ensure!(
+                !disk.is_full(),
+                "the disk is short of space (storage_min_free_bytes)"
+            );
             match c {
                 Chunk::Batches(b) => builder.add(&b.batches)?,
                 Chunk::Trailer(t) => return builder.finish(&snapshot, t.batches, t.bytes),

@@ -33,8 +33,9 @@ pub struct PartitionShared {
     leader_epoch: AtomicI32,
     /// Node id of the Raft leader, 0 when there is none.
     leader: AtomicU64,
-    /// The voter this node, as leader, is handing leadership to (0: none).
-    transferee: AtomicU64,
+    /// The voter this node, as leader, is handing leadership to, and the epoch it takes
+    /// it in (kept after this node stepped down until it learns the new leader).
+    transferee: Mutex<Option<(u64, i32)>>,
     /// Voters of the group and those caught up with the leader's commit index.
     replicas: Mutex<(Vec<u64>, Vec<u64>)>,
     /// Voters as the leader last reported them (a replica removed from the group learns
@@ -63,7 +64,7 @@ impl PartitionShared {
             log_start: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(0),
             leader: AtomicU64::new(0),
-            transferee: AtomicU64::new(0),
+            transferee: Mutex::new(None),
             replicas: Mutex::new((vec![], vec![])),
             reported_voters: Mutex::new(vec![]),
             reported_at: Mutex::new(None),
@@ -115,14 +116,14 @@ impl PartitionShared {
         Some(leader)
     }
 
-    /// The voter this node's leadership is being handed to, while it is (a SIGTERM, a
-    /// drain): refused producers are told to go there at once.
-    pub fn transferee(&self) -> Option<u64> {
-        Some(self.transferee.load(Ordering::Acquire)).filter(|id| *id != 0)
+    /// The voter this node's leadership is being handed to (a SIGTERM, a drain, a move)
+    /// and the epoch it takes over in: refused producers are told to go there at once.
+    pub fn transferee(&self) -> Option<(u64, i32)> {
+        *self.transferee.lock().unwrap()
     }
 
-    pub fn set_transferee(&self, to: Option<u64>) {
-        self.transferee.store(to.unwrap_or(0), Ordering::Release);
+    pub fn set_transferee(&self, to: Option<(u64, i32)>) {
+        *self.transferee.lock().unwrap() = to;
     }
 
     fn set_leadership(&self, leader: u64, term: u64) {

@@ -117,9 +117,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
 /// broker hands its leadership over (SIGTERM, a drain), the voter taking it, at the term
 /// it will take it in. Without a hint franz-go waits for its 5 s metadata minimum age.
 fn leader_hint(p: &PartitionShared, me: u64) -> Option<(u64, i32)> {
-    match p.leader()? {
-        leader if leader != me => Some((leader, p.leader_epoch())),
-        _ => p.transferee().map(|to| (to, p.leader_epoch() + 1)),
+    match p.leader() {
+        Some(leader) if leader != me => Some((leader, p.leader_epoch())),
+        _ => p.transferee().filter(|(to, _)| *to != me),
     }
 }
 

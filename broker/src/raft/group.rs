@@ -93,6 +93,17 @@ impl Group {
     /// its request timeout would keep sending to it instead of finding the new leader.
     /// An entry that a new leader commits after all is acknowledged to the retry (the
     /// idempotent producer's sequence makes it a duplicate, answered with its offset).
+    /// Starts handing leadership to voter `to` (raft-rs sends it TimeoutNow once it has
+    /// every entry). Proposals are refused from now on, naming `to` as the leader to be.
+    pub fn hand_over(&mut self, to: u64) {
+        self.node.transfer_leader(to);
+        if let Some(p) = &self.partition {
+            let term = self.node.raft.term as i32;
+            let to = self.node.raft.lead_transferee.map(|to| (to, term + 1));
+            p.shared.set_transferee(to);
+        }
+    }
+
     pub fn fail_proposals(&mut self, round: &mut Round) {
         let now = Instant::now();
         for (_, p) in std::mem::take(&mut self.proposals) {

@@ -50,7 +50,7 @@ pub(super) fn step_towards_target(gid: u64, g: &mut Group, target: &[u64], me: u
                 .filter(|id| caught_up(id))
                 .max_by_key(|id| raft.prs().get(**id).map_or(0, |p| p.matched));
             if let Some(to) = to {
-                g.node.transfer_leader(*to);
+                g.hand_over(*to);
             }
             None
         } else {

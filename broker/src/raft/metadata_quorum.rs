@@ -111,7 +111,7 @@ pub(super) fn step(g: &mut Group, b: &Brokers) {
                 to,
                 "leaving the metadata group: handing its leadership over first"
             );
-            g.node.transfer_leader(to);
+            g.hand_over(to);
             return;
         }
     };

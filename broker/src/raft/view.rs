@@ -55,6 +55,12 @@ pub(super) fn publish_raft_view(
             .collect()
     });
     shared.set_raft_view(raft.leader_id, raft.term, &voters, in_sync.as_deref());
-    let handing_over = raft.state == raft::StateRole::Leader;
-    shared.set_transferee(raft.lead_transferee.filter(|_| handing_over));
+    match (raft.state, raft.lead_transferee) {
+        // Still leading: the hand-over goes on (or ended without a new leader).
+        (raft::StateRole::Leader, None) => shared.set_transferee(None),
+        (raft::StateRole::Leader, Some(_)) => {}
+        // Stepped down for it: the hint stays until this node knows who leads.
+        _ if raft.leader_id == 0 => {}
+        _ => shared.set_transferee(None),
+    }
 }

@@ -411,11 +411,7 @@ impl Driver {
                 .max_by_key(|(id, p)| (keeps_up(&g.caught_up, **id), p.matched))
                 .map(|(id, _)| *id);
             if let Some(to) = target {
-                g.node.transfer_leader(to);
-                if let Some(p) = &g.partition {
-                    // At once: proposals are refused from now on, naming the target.
-                    p.shared.set_transferee(g.node.raft.lead_transferee);
-                }
+                g.hand_over(to);
                 started += 1;
             }
         }
