@@ -87,10 +87,6 @@ impl State {
             None => Err(errors::NOT_COORDINATOR),
         }
     }
-
-    fn partition_of(&self, group: &str) -> i32 {
-        records::partition_for(group, self.partitions)
-    }
 }
 
 #[derive(Clone)]
@@ -324,21 +320,11 @@ impl Coordinator {
 
     /// The offsets topic's partition count, once it exists.
     pub fn set_partitions(&self, partitions: usize) {
-        let mut state = self.state.lock().unwrap();
-        if state.partitions != partitions {
-            state.partitions = partitions;
-        }
+        self.state.lock().unwrap().partitions = partitions;
     }
 
     pub fn ownership(&self, partition: i32) -> Option<Ownership> {
         self.state.lock().unwrap().owned.get(&partition).copied()
-    }
-
-    pub fn owned_partitions(&self) -> Vec<(i32, Ownership)> {
-        let state = self.state.lock().unwrap();
-        let mut owned: Vec<(i32, Ownership)> = state.owned.iter().map(|(p, o)| (*p, *o)).collect();
-        owned.sort_by_key(|(p, _)| *p);
-        owned
     }
 
     /// Starts serving `partition` (as leader at `epoch`): its groups are refused with
@@ -412,11 +398,5 @@ impl Coordinator {
         if let Some(g) = self.state.lock().unwrap().groups.get_mut(group_id) {
             g.recorded(change, ok);
         }
-    }
-
-    /// The coordinator partition `group_id` hashes to (None before the topic exists).
-    pub fn partition_of(&self, group_id: &str) -> Option<i32> {
-        let state = self.state.lock().unwrap();
-        (state.partitions > 0).then(|| state.partition_of(group_id))
     }
 }

@@ -111,8 +111,7 @@ async fn load(broker: Arc<Broker>, shared: Arc<PartitionShared>, epoch: i32) {
     let groups = loaded.offsets.groups().count().max(loaded.groups.len());
     if broker.groups.finish_load(partition, epoch, loaded) {
         // (Quiet about partitions without groups: a broker takes many at start-up.)
-        let level_info = groups > 0;
-        if !level_info {
+        if groups == 0 {
             tracing::debug!(partition, epoch, "coordinating {OFFSETS_TOPIC}-{partition}");
             return;
         }
