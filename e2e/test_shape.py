@@ -123,11 +123,17 @@ def test_rolling_upgrade_restarts_one_pod_at_a_time(kube: Kube):
     result = finish_producer(kube, "e2e-upgrade", "e2e-upgrade")
     step(f"upgraded {old_version} -> {v} in order {order}, {per_pod:.0f}s per pod; "
          f"{result['acked']} acknowledged, none lost; longest produce stall {result['max_stall_ms']} ms")
-    # The target is 2 s (0.3-0.8 s in most runs). A batch that reaches a draining broker
-    # after it stopped leading but before it knows the new leader gets NOT_LEADER without
-    # a KIP-951 hint, and franz-go then waits for its next metadata refresh (its 5 s
-    # minimum age): 4.0 s and 5.0 s in two of five runs on 2026-12-07. Beyond that wait
-    # and a retry (8 s), something else is wrong.
+    if result["max_stall_ms"] > 2_000:
+        # (Above the target: what the client saw, for the record.)
+        step("stalls over the 2 s target: " + "; ".join(result["stalls"][-5:]))
+        for line in result["story"][-30:]:
+            step("  client: " + line)
+    # The target is 2 s (0.3-0.8 s in most runs). Before leadership hints named the voter
+    # taking over, a batch that reached a draining broker after it stopped leading got
+    # NOT_LEADER without a KIP-951 hint, and franz-go waited for its next metadata refresh
+    # (its 5 s minimum age): 4.0 s and 5.0 s in two of five runs on 2026-12-07; with the
+    # hints 0.8 s and 3.5 s in two runs. Beyond that wait and a retry (8 s), something else
+    # is wrong.
     assert result["max_stall_ms"] < 8_000, (
         f"longest stall {result['max_stall_ms']} ms: {result['stalls']}; the client's log:\n"
         + "\n".join(result["story"][-80:]))

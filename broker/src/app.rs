@@ -157,10 +157,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut driver_task = tokio::task::spawn_blocking(move || driver_thread.join());
     tokio::spawn(leadership::report_loop(broker.clone(), shutdown.clone()));
     tokio::spawn(group::ownership::run(broker.clone(), shutdown.clone()));
-    tokio::spawn(group::ownership::record_loop(
-        broker.clone(),
-        shutdown.clone(),
-    ));
     tokio::spawn(registration::register(
         broker.clone(),
         registration,

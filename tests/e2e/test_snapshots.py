@@ -56,15 +56,22 @@ def metric(broker, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
+def three_brokers_with_a_topic(cluster_factory, topic: str):
+    """Three brokers enforcing retention every 300 ms, and `topic` (RF 2, records kept for
+    ten minutes) replicated."""
+    brokers = cluster_factory(3, config={"retention_check_interval_ms": 300})
+    a = admin(bootstrap(brokers))  # kept alive until the future resolves
+    a.create_topics([NewTopic(topic, PARTITIONS, 2, config={"retention.ms": "600000"})],
+                    request_timeout=30)[topic].result(30)
+    wait_replicated(brokers, topic, PARTITIONS, 2)
+    return brokers
+
+
 def test_a_replica_added_after_retention_catches_up_from_a_snapshot(
         cluster_factory, topic_name, admin_pb):
     pb, _ = admin_pb
-    brokers = cluster_factory(3, config={"retention_check_interval_ms": 300})
+    brokers = three_brokers_with_a_topic(cluster_factory, topic_name)
     boot = bootstrap(brokers)
-    a = admin(boot)  # kept alive until the future resolves
-    a.create_topics([NewTopic(topic_name, PARTITIONS, 2, config={"retention.ms": "600000"})],
-                    request_timeout=30)[topic_name].result(30)
-    wait_replicated(brokers, topic_name, PARTITIONS, 2)
 
     # One idempotent producer throughout: its sequence state must travel in the snapshot.
     p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all",
@@ -114,12 +121,8 @@ def test_a_replica_added_after_retention_catches_up_from_a_snapshot(
 def test_a_replica_short_of_disk_space_takes_no_snapshot_until_space_returns(
         cluster_factory, topic_name, admin_pb):
     pb, _ = admin_pb
-    brokers = cluster_factory(3, config={"retention_check_interval_ms": 300})
+    brokers = three_brokers_with_a_topic(cluster_factory, topic_name)
     boot = bootstrap(brokers)
-    a = admin(boot)  # kept alive until the future resolves
-    a.create_topics([NewTopic(topic_name, PARTITIONS, 2, config={"retention.ms": "600000"})],
-                    request_timeout=30)[topic_name].result(30)
-    wait_replicated(brokers, topic_name, PARTITIONS, 2)
     p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "acks": "all"})
     produce(p, topic_name, [b"old-%d" % i for i in range(200)],
             ts=int(time.time() * 1000) - 3600 * 1000)

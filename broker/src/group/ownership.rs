@@ -16,13 +16,15 @@ use crate::raft::Applied;
 use crate::shutdown::Shutdown;
 use crate::storage::Db;
 
-/// How often leadership of the coordinator partitions is checked.
+/// How often leadership of the coordinator partitions is checked and group changes are
+/// recorded.
 const CHECK: Duration = Duration::from_millis(100);
 /// How long a new leader waits for its barrier record to be applied.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from a coordinator partition's log at a time while loading it.
 const READ_CHUNK: usize = 1 << 20;
 
+/// Follows leadership and records group changes until shutdown.
 pub async fn run(broker: Arc<Broker>, shutdown: Shutdown) {
     let mut interval = tokio::time::interval(CHECK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -32,6 +34,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: Shutdown) {
             _ = shutdown.clone().wait() => return,
         }
         follow_leadership(&broker);
+        record_changes(&broker);
     }
 }
 
@@ -196,29 +199,18 @@ fn adopt_legacy_offsets(broker: &Broker, partition: i32, offsets: &mut super::Of
 /// generation and their commits go on without a rebalance. Written shortly after the
 /// change, not before the members hear of it: a coordinator lost in that moment leaves
 /// the members to rejoin, as they would with no record at all.
-pub async fn record_loop(broker: Arc<Broker>, shutdown: Shutdown) {
-    let mut interval = tokio::time::interval(RECORD_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.clone().wait() => return,
-        }
-        let mut by_partition: std::collections::BTreeMap<i32, Vec<_>> = Default::default();
-        for (partition, group, change, value) in broker.groups.records_due() {
-            by_partition
-                .entry(partition)
-                .or_default()
-                .push((group, change, value));
-        }
-        for (partition, changes) in by_partition {
-            tokio::spawn(record(broker.clone(), partition, changes));
-        }
+fn record_changes(broker: &Arc<Broker>) {
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<_>> = Default::default();
+    for (partition, group, change, value) in broker.groups.records_due() {
+        by_partition
+            .entry(partition)
+            .or_default()
+            .push((group, change, value));
+    }
+    for (partition, changes) in by_partition {
+        tokio::spawn(record(broker.clone(), partition, changes));
     }
 }
-
-/// How often group changes are written.
-const RECORD_INTERVAL: Duration = Duration::from_millis(100);
 
 async fn record(
     broker: Arc<Broker>,

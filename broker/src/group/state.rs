@@ -88,6 +88,17 @@ struct Member {
     last_seen: Instant,
 }
 
+impl Member {
+    /// The member's metadata (its subscription) for `protocol`.
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
 pub struct Group {
     id: String,
     phase: Phase,
@@ -207,12 +218,7 @@ impl Group {
                     client_host: m.client_host.clone(),
                     session_timeout_ms: m.session_timeout.as_millis() as u64,
                     rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
-                    subscription: m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default(),
+                    subscription: m.metadata_for(&protocol),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -472,15 +478,7 @@ impl Group {
     fn roster(&self, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
         self.members
             .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.instance_id.clone(), meta)
-            })
+            .map(|(id, m)| (id.clone(), m.instance_id.clone(), m.metadata_for(protocol)))
             .collect()
     }
 
@@ -644,12 +642,7 @@ impl Group {
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default(),
+                    metadata: m.metadata_for(&protocol),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
