@@ -323,6 +323,11 @@ impl Coordinator {
         self.state.lock().unwrap().partitions = partitions;
     }
 
+    /// The offsets topic's partition count (0 before it exists).
+    pub fn partitions(&self) -> usize {
+        self.state.lock().unwrap().partitions
+    }
+
     pub fn ownership(&self, partition: i32) -> Option<Ownership> {
         self.state.lock().unwrap().owned.get(&partition).copied()
     }

@@ -97,20 +97,15 @@ async fn load(broker: Arc<Broker>, shared: Arc<PartitionShared>, epoch: i32) {
     let db = broker.db.clone();
     let reader = shared.clone();
     let read = tokio::task::spawn_blocking(move || read_partition(&db, &reader, upto)).await;
-    let mut loaded = match read {
-        Ok(Ok(loaded)) => loaded,
-        Ok(Err(e)) => {
+    let mut loaded = match read.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(loaded) => loaded,
+        Err(e) => {
             tracing::error!(partition, error = %e, "reading a coordinator partition failed");
             broker.groups.unload(partition);
             return;
         }
-        Err(e) => {
-            tracing::error!(partition, error = %e, "reading a coordinator partition panicked");
-            broker.groups.unload(partition);
-            return;
-        }
     };
-    adopt_legacy_offsets(&broker, partition, &mut loaded.offsets);
+    adopt_legacy_offsets(&broker, &shared, &mut loaded.offsets);
     let groups = loaded.offsets.groups().count().max(loaded.groups.len());
     if broker.groups.finish_load(partition, epoch, loaded) {
         // (Quiet about partitions without groups: a broker takes many at start-up.)
@@ -162,16 +157,10 @@ fn read_partition(db: &Db, shared: &PartitionShared, upto: i64) -> anyhow::Resul
 
 /// Offsets committed before coordinator partitions existed live in the metadata log: the
 /// groups of this partition that have none here yet start from those.
-fn adopt_legacy_offsets(broker: &Broker, partition: i32, offsets: &mut super::Offsets) {
-    let Some(n) = broker
-        .catalog
-        .topic(OFFSETS_TOPIC)
-        .map(|t| t.partitions.len())
-    else {
-        return;
-    };
+fn adopt_legacy_offsets(broker: &Broker, shared: &PartitionShared, offsets: &mut super::Offsets) {
+    let n = broker.groups.partitions();
     for group in broker.catalog.offset_groups() {
-        if records::partition_for(&group, n) != partition || offsets.has_group(&group) {
+        if records::partition_for(&group, n) != shared.partition || offsets.has_group(&group) {
             continue;
         }
         for o in broker.catalog.group_offsets(&group) {
