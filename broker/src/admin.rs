@@ -61,6 +61,11 @@ fn live_brokers(b: &Broker) -> Vec<u64> {
     ids
 }
 
+/// The registered brokers' racks.
+fn racks_of(b: &Broker) -> placement::Racks {
+    placement::Racks::new(b.catalog.brokers().into_iter().map(|r| (r.id, r.rack)))
+}
+
 /// Every partition group with its current voters (a target counts as where it is going).
 fn placement_of(b: &Broker) -> placement::Placement {
     placement_by_topic(b).into_iter().flatten().collect()
@@ -122,7 +127,7 @@ async fn move_strays(b: &Broker, node: u64) -> Result<(), Status> {
     if strays.is_empty() {
         return Ok(());
     }
-    let Ok(targets) = placement::decommission(&strays, &live_brokers(b), node) else {
+    let Ok(targets) = placement::decommission(&strays, &live_brokers(b), node, &racks_of(b)) else {
         return Ok(()); // nowhere to go: the status names what is left
     };
     tracing::info!(
@@ -160,6 +165,7 @@ fn broker_statuses(b: &Broker, partitions: &[PartitionStatus]) -> Vec<BrokerStat
             port: b.port,
             cluster_addr: String::new(),
             external: b.external.clone(),
+            rack: b.rack.clone(),
         });
     }
     records
@@ -266,7 +272,7 @@ impl Admin for AdminService {
     ) -> Result<Response<RebalanceResponse>, Status> {
         let b = self.starting.broker()?;
         let brokers = live_brokers(b);
-        let targets = placement::rebalance(&placement_by_topic(b), &brokers);
+        let targets = placement::rebalance(&placement_by_topic(b), &brokers, &racks_of(b));
         let moves = targets.len();
         commit_targets(b, targets).await?;
         tracing::info!(moves, ?brokers, "rebalance started");
@@ -313,7 +319,7 @@ impl Admin for AdminService {
             .collect();
         let mut brokers = live_brokers(b);
         brokers.retain(|b| !leaving.contains(b));
-        let targets = placement::decommission(&placement_of(b), &brokers, node).map_err(|g| {
+        let targets = placement::decommission(&placement_of(b), &brokers, node, &racks_of(b)).map_err(|g| {
             Status::failed_precondition(format!(
                 "partition group {g} has no other live broker to move to: its replication \
                  factor needs more brokers than the {} left",

@@ -35,6 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.cluster_addr.to_string());
     broker::split_host_port(&advertised_cluster)?;
     let external = external_endpoint(&args, node_id)?;
+    let rack = args.rack()?;
     let cluster_id = broker::cluster_id(&args.data_dir)?;
     let db = storage::open(&args.data_dir)?;
     let disk = storage::DiskSpace::new(args.data_dir.clone(), settings.storage_min_free_bytes);
@@ -107,6 +108,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         host,
         port,
         external: external.clone(),
+        rack,
         proposed_cluster_id: cluster_id,
         groups: group::Coordinator::new(&settings),
         settings,
@@ -123,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         port: broker.port,
         cluster_addr: advertised_cluster,
         external,
+        rack: broker.rack.clone(),
     };
 
     let kafka_listener = bind(args.kafka_addr).await?;
@@ -167,6 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         kafka = %args.kafka_addr,
         advertised = %advertised,
         external = ?broker.external,
+        rack = ?broker.rack,
         data_dir = %args.data_dir.display(),
         "chronik-broker started"
     );

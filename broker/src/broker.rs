@@ -16,6 +16,8 @@ pub struct Broker {
     pub port: i32,
     /// The external listener's advertised address, if it has one.
     pub external: Option<crate::metadata::Endpoint>,
+    /// The rack (zone) this broker runs in, if it was given one.
+    pub rack: Option<String>,
     /// The id this broker proposes when it finds the cluster unnamed (kept in its data
     /// directory); see [`Broker::cluster_id`].
     pub proposed_cluster_id: String,

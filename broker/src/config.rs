@@ -73,6 +73,18 @@ pub struct Args {
     #[arg(long, env = "CHRONIK_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
 
+    /// The rack (zone, failure domain) this broker runs in. Replicas of a partition are
+    /// spread over racks first, Metadata reports it, and a consumer that names its rack
+    /// (`client.rack`) is served by an in-sync replica there (follower fetching).
+    #[arg(long, env = "CHRONIK_RACK", value_parser = parse_rack)]
+    pub rack: Option<String>,
+
+    /// A file holding the rack (written before start, e.g. by the operator's init
+    /// container from the Kubernetes node's zone label); used when `--rack` is not given.
+    /// An empty or missing file means no rack.
+    #[arg(long, env = "CHRONIK_RACK_FILE")]
+    pub rack_file: Option<PathBuf>,
+
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
     #[arg(long, env = "CHRONIK_METRICS_ADDR", default_value = "127.0.0.1:9644")]
     pub metrics_addr: SocketAddr,
@@ -108,6 +120,39 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
         id,
         addr: addr.to_string(),
     })
+}
+
+fn parse_rack(s: &str) -> Result<String, String> {
+    let rack = s.trim();
+    if rack.is_empty() || rack.len() > 255 || rack.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "rack {s:?} must be 1 to 255 printable characters"
+        ));
+    }
+    Ok(rack.to_string())
+}
+
+impl Args {
+    /// `--rack`, else the contents of `--rack-file` (trimmed; empty or missing: none).
+    pub fn rack(&self) -> anyhow::Result<Option<String>> {
+        if let Some(rack) = &self.rack {
+            return Ok(Some(rack.clone()));
+        }
+        let Some(path) = &self.rack_file else {
+            return Ok(None);
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => anyhow::bail!("cannot read the rack file {}: {e}", path.display()),
+        };
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        parse_rack(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
 }
 
 /// Broker settings from the `--config` file; every key is optional.

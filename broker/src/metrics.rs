@@ -76,6 +76,20 @@ pub static PRODUCED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub static FOLLOWER_FETCHED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_follower_fetched_bytes_total",
+        "Record batch bytes served to consumers by this broker as a follower (KIP-392)"
+    )
+    .unwrap()
+});
+pub static FETCH_REDIRECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_fetch_preferred_replica_total",
+        "Partitions of consumer fetches answered with a preferred read replica in the consumer's rack"
+    )
+    .unwrap()
+});
 pub static FETCHED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_fetched_bytes_total",

@@ -172,10 +172,10 @@ def confluent_produce(bootstrap: str, topic: str, recs: list[Rec], conf: dict | 
 
 
 def confluent_read_all(bootstrap: str, topic: str, timeout: float = 60,
-                       expected: int | None = None) -> list[Rec]:
+                       expected: int | None = None, conf: dict | None = None) -> list[Rec]:
     """Read every partition of topic from the beginning up to its current high watermark
     (or until `expected` records are read, whichever is later). Returns records
-    sorted by (partition, offset)."""
+    sorted by (partition, offset). `conf` adds consumer settings (e.g. client.rack)."""
     wm = watermarks(bootstrap, topic)
     c = Consumer({
         "bootstrap.servers": bootstrap,
@@ -183,6 +183,7 @@ def confluent_read_all(bootstrap: str, topic: str, timeout: float = 60,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
+        **(conf or {}),
     })
     out: list[Rec] = []
     try:

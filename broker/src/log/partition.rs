@@ -218,6 +218,17 @@ impl PartitionShared {
         self.reported_voters.lock().unwrap().clone()
     }
 
+    /// Whether this broker holds a replica of the partition (its log, readable here).
+    pub fn is_hosted(&self) -> bool {
+        self.hosted.load(Ordering::Acquire)
+    }
+
+    /// This broker's replica is gone (moved away): its leadership view is the leaders'
+    /// reports again, and it serves no fetches.
+    pub fn set_unhosted(&self) {
+        self.hosted.store(false, Ordering::Release);
+    }
+
     /// Whether `node` is the current leader as far as this broker knows.
     pub fn is_led_by(&self, node: u64) -> bool {
         self.leader() == Some(node)

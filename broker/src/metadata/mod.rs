@@ -97,6 +97,9 @@ pub struct BrokerRecord {
     /// outside the Kubernetes cluster: the node address and the broker's node port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<Endpoint>,
+    /// The broker's rack, when it was started with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 /// A host and port that clients connect to.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{errors, str_bytes};
 use crate::broker::Broker;
 use crate::cluster::leadership::LIVENESS_WINDOW;
+use crate::cluster::placement;
 use crate::group::records::OFFSETS_TOPIC;
 use crate::metadata::{Command, Outcome};
 
@@ -186,20 +187,6 @@ pub fn validate_name(name: &str) -> Result<(), i16> {
     Ok(())
 }
 
-/// Places `rf` replicas of each partition on `brokers` (sorted ids) as Kafka does:
-/// partition i starts at broker `start + i` and the others follow in order, so the first
-/// replica (the preferred leader) rotates and leadership spreads evenly.
-pub fn assign(brokers: &[u64], partitions: i32, rf: usize, start: usize) -> Vec<Vec<u64>> {
-    let n = brokers.len();
-    (0..partitions.max(0) as usize)
-        .map(|i| {
-            (0..rf.min(n))
-                .map(|j| brokers[(start + i + j) % n])
-                .collect()
-        })
-        .collect()
-}
-
 /// The brokers (sorted ids) that `rf` replicas of a new topic may go to. Brokers alive
 /// first, as Kafka places replicas on unfenced brokers only: a broker that left (scaled
 /// down, decommissioned) stays registered but holds nothing and is not heard from. Only
@@ -236,7 +223,7 @@ pub async fn create(
     let id = Uuid::new_v4();
     let mut brokers: Vec<u64> = super::metadata::known_brokers(broker)
         .iter()
-        .map(|b| b.0 as u64)
+        .map(|b| b.id as u64)
         .collect();
     brokers.sort_unstable();
     let me = broker.node_id as u64;
@@ -260,6 +247,11 @@ pub async fn create(
             ),
         ));
     }
+    let racks = placement::Racks::new(
+        super::metadata::known_brokers(broker)
+            .into_iter()
+            .map(|b| (b.id as u64, b.rack)),
+    );
     // A random first broker, as Kafka picks, so that topics do not all start on one.
     let start = (id.as_u128() % brokers.len() as u128) as usize;
     let command = Command::CreateTopic {
@@ -267,7 +259,7 @@ pub async fn create(
         id,
         partitions,
         configs,
-        replicas: assign(&brokers, partitions, rf as usize, start),
+        replicas: placement::assign(&brokers, &racks, partitions, rf as usize, start),
     };
     match crate::cluster::propose_metadata(broker, &command, Duration::from_secs(30)).await {
         Ok(Outcome::TopicCreated(..)) => {
@@ -333,23 +325,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn assignment_rotates_leaders_and_never_repeats_a_broker() {
-        let a = assign(&[1, 2, 3], 6, 3, 1);
-        assert_eq!(a[0], vec![2, 3, 1]);
-        assert_eq!(a[1], vec![3, 1, 2]);
-        let mut leaders: Vec<u64> = a.iter().map(|r| r[0]).collect();
-        leaders.sort_unstable();
-        assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
-        for r in &a {
-            let mut d = r.clone();
-            d.sort_unstable();
-            d.dedup();
-            assert_eq!(d.len(), 3);
-        }
-        assert_eq!(assign(&[1, 2, 3], 2, 1, 0), vec![vec![1], vec![2]]);
     }
 
     #[test]

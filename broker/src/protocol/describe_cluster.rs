@@ -16,11 +16,12 @@ pub fn handle(
 ) -> DescribeClusterResponse {
     let brokers = super::metadata::advertised_brokers(broker, listener)
         .into_iter()
-        .map(|(id, host, port)| {
+        .map(|b| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(id))
-                .with_host(str_bytes(host))
-                .with_port(port)
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
         })
         .collect();
     DescribeClusterResponse::default()

@@ -2,16 +2,27 @@
 //! watermark. Long-polls without spinning: when less than `min_bytes` is available it
 //! sleeps on the catalog's append signal until data arrives or `max_wait_ms` passes.
 //! Fetch sessions are not offered (session id 0), so clients send full requests.
+//!
+//! Follower fetching (KIP-392): a consumer that names its rack (`client.rack`, Fetch v11+)
+//! is told by the leader to read from an in-sync replica in that rack, and any replica
+//! serves a consumer's fetch up to the high watermark it knows (every replica applies
+//! only committed entries, so its high watermark never runs ahead of the leader's). A
+//! follower a little behind the offset asked (a consumer that came from the leader's
+//! tail: the commit reaches followers one round trip later) waits for it within the
+//! fetch's max wait; still behind then, it answers OFFSET_OUT_OF_RANGE, on which clients
+//! go back to the leader.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use tokio::time::Instant;
 
 use super::errors;
 use crate::broker::Broker;
+use crate::cluster::leadership::LIVENESS_WINDOW;
+use crate::log::PartitionShared;
 use crate::log::read;
 use crate::metrics;
 
@@ -25,8 +36,9 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let mut appended = broker.catalog.subscribe_appends();
     loop {
         appended.borrow_and_update();
-        let (response, bytes, errored) = read_all(broker, &req, version);
-        if bytes >= min_bytes || errored || Instant::now() >= deadline {
+        let patient = Instant::now() < deadline;
+        let (response, bytes, answer_now) = read_all(broker, &req, version, patient);
+        if bytes >= min_bytes || answer_now || Instant::now() >= deadline {
             metrics::FETCHED_BYTES.inc_by(bytes as u64);
             return response;
         }
@@ -38,15 +50,26 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
 }
 
 /// One pass over the requested partitions: the response, its record bytes, and whether
-/// any partition failed (errors are returned at once rather than long-polled).
-fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+/// to answer without waiting for more: a partition failed or names a preferred read
+/// replica (the client should hear either at once rather than after a long poll). While
+/// `patient`, a follower behind the offset asked answers with no records rather than
+/// an error.
+fn read_all(
+    broker: &Broker,
+    req: &FetchRequest,
+    version: i16,
+    patient: bool,
+) -> (FetchResponse, usize, bool) {
     let mut budget = if req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
         usize::MAX
     };
     let mut total = 0usize;
-    let mut errored = false;
+    let mut answer_now = false;
+    // A consumer (not a replica) on a version that knows preferred read replicas.
+    let from_consumer = version >= 11 && req.replica_id.0 < 0;
+    let client_rack = Some(req.rack_id.as_str()).filter(|r| from_consumer && !r.is_empty());
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let view = if t.topic.is_empty() {
@@ -63,13 +86,14 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                     .and_then(|i| v.partitions.get(i).cloned())
             });
             let Some(p) = shared else {
-                errored = true;
+                answer_now = true;
                 partitions.push(data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
                 continue;
             };
-            if !broker.leads(&p) {
+            let leads = broker.leads(&p);
+            if !leads && !(from_consumer && p.is_hosted()) {
                 // Clients fetch from leaders; this one refreshes its metadata and moves on.
-                errored = true;
+                answer_now = true;
                 partitions.push(data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
                 continue;
             }
@@ -78,8 +102,22 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
                 .with_log_start_offset(if version >= 5 { start } else { -1 });
+            if let Some(replica) = client_rack
+                .filter(|_| leads)
+                .and_then(|rack| preferred_read_replica(broker, &p, rack))
+            {
+                // No records: the client reads them from the replica in its rack.
+                metrics::FETCH_REDIRECTS.inc();
+                answer_now = true;
+                partitions.push(data.with_preferred_read_replica(BrokerId(replica)));
+                continue;
+            }
+            if !leads && patient && fp.fetch_offset > hw {
+                partitions.push(data);
+                continue;
+            }
             if fp.fetch_offset < start || fp.fetch_offset > hw {
-                errored = true;
+                answer_now = true;
                 partitions.push(data.with_error_code(errors::OFFSET_OUT_OF_RANGE));
                 continue;
             }
@@ -91,13 +129,16 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
             };
             match records {
                 Ok(records) => {
+                    if !leads {
+                        metrics::FOLLOWER_FETCHED_BYTES.inc_by(records.len() as u64);
+                    }
                     total += records.len();
                     budget = budget.saturating_sub(records.len());
                     partitions.push(data.with_records(Some(records)));
                 }
                 Err(e) => {
                     tracing::error!(topic = %p.topic, partition = p.partition, "fetch failed: {e:#}");
-                    errored = true;
+                    answer_now = true;
                     partitions.push(data.with_error_code(errors::UNKNOWN_SERVER_ERROR));
                 }
             }
@@ -112,6 +153,32 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
     (
         FetchResponse::default().with_responses(topics),
         total,
-        errored,
+        answer_now,
     )
+}
+
+/// The replica a consumer in `rack` should read `p` from, when this leader is not in that
+/// rack and an in-sync replica that is heard from is (KIP-392's rack-aware selector).
+/// Partitions take turns among several such replicas.
+fn preferred_read_replica(broker: &Broker, p: &PartitionShared, rack: &str) -> Option<i32> {
+    if broker.rack.as_deref() == Some(rack) {
+        return None;
+    }
+    let me = broker.node_id as u64;
+    let (_, in_sync) = p.replicas();
+    let candidates: Vec<u64> = in_sync
+        .into_iter()
+        .filter(|id| *id != me && broker.catalog.peer_alive(*id, LIVENESS_WINDOW))
+        .filter(|id| {
+            broker
+                .catalog
+                .broker(*id)
+                .is_some_and(|b| b.rack.as_deref() == Some(rack))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let pick = candidates[p.partition.unsigned_abs() as usize % candidates.len()];
+    i32::try_from(pick).ok()
 }

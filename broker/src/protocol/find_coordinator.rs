@@ -56,7 +56,8 @@ fn find(broker: &Arc<Broker>, key: &str, key_type: i8, ctx: &Ctx) -> Found {
         .and_then(|id| {
             super::metadata::advertised_brokers(broker, ctx.listener)
                 .into_iter()
-                .find(|b| b.0 == id as i32)
+                .find(|b| b.id == id as i32)
+                .map(|b| (b.id, b.host, b.port))
         });
     match leader {
         Some(node) => Found {

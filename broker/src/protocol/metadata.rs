@@ -62,11 +62,12 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, ctx: &Ctx) -> Me
     };
     let brokers = advertised_brokers(broker, ctx.listener)
         .into_iter()
-        .map(|(id, host, port)| {
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(id))
-                .with_host(str_bytes(host))
-                .with_port(port)
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
         })
         .collect();
     let mut response = MetadataResponse::default()
@@ -82,17 +83,35 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, ctx: &Ctx) -> Me
     response
 }
 
-/// Every registered broker as (id, host, port); this one is listed even before its
-/// registration is applied, so a client always has somewhere to go.
-pub fn known_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
-    let mut brokers: Vec<(i32, String, i32)> = broker
+/// A broker as clients reach it on one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// Every registered broker at its internal address (this one even before it registered).
+pub fn known_brokers(broker: &Broker) -> Vec<BrokerAddress> {
+    let mut brokers: Vec<BrokerAddress> = broker
         .catalog
         .brokers()
         .into_iter()
-        .map(|b| (b.id as i32, b.host, b.port))
+        .map(|b| BrokerAddress {
+            id: b.id as i32,
+            host: b.host,
+            port: b.port,
+            rack: b.rack,
+        })
         .collect();
-    if !brokers.iter().any(|b| b.0 == broker.node_id) {
-        brokers.push((broker.node_id, broker.host.clone(), broker.port));
+    if !brokers.iter().any(|b| b.id == broker.node_id) {
+        brokers.push(BrokerAddress {
+            id: broker.node_id,
+            host: broker.host.clone(),
+            port: broker.port,
+            rack: broker.rack.clone(),
+        });
     }
     brokers
 }
@@ -100,19 +119,31 @@ pub fn known_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
 /// The brokers as clients of `listener` reach them: on the external listener, only the
 /// brokers that have one, at their external addresses (as Kafka lists a listener's
 /// endpoints only).
-pub fn advertised_brokers(broker: &Broker, listener: Listener) -> Vec<(i32, String, i32)> {
+pub fn advertised_brokers(broker: &Broker, listener: Listener) -> Vec<BrokerAddress> {
     if listener == Listener::Internal {
         return known_brokers(broker);
     }
-    let mut brokers: Vec<(i32, String, i32)> = broker
+    let mut brokers: Vec<BrokerAddress> = broker
         .catalog
         .brokers()
         .into_iter()
-        .filter_map(|b| b.external.map(|e| (b.id as i32, e.host, e.port)))
+        .filter_map(|b| {
+            b.external.map(|e| BrokerAddress {
+                id: b.id as i32,
+                host: e.host,
+                port: e.port,
+                rack: b.rack,
+            })
+        })
         .collect();
     if let Some(own) = &broker.external {
-        if !brokers.iter().any(|b| b.0 == broker.node_id) {
-            brokers.push((broker.node_id, own.host.clone(), own.port));
+        if !brokers.iter().any(|b| b.id == broker.node_id) {
+            brokers.push(BrokerAddress {
+                id: broker.node_id,
+                host: own.host.clone(),
+                port: own.port,
+                rack: broker.rack.clone(),
+            });
         }
     }
     brokers

@@ -142,12 +142,13 @@ fn endpoints(broker: &Broker, ctx: &Ctx, leaders: &[i32]) -> Vec<NodeEndpoint> {
     }
     super::metadata::advertised_brokers(broker, ctx.listener)
         .into_iter()
-        .filter(|(id, _, _)| leaders.contains(id))
-        .map(|(id, host, port)| {
+        .filter(|b| leaders.contains(&b.id))
+        .map(|b| {
             NodeEndpoint::default()
-                .with_node_id(BrokerId(id))
-                .with_host(str_bytes(host))
-                .with_port(port)
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
         })
         .collect()
 }

@@ -49,6 +49,9 @@ impl Driver {
     /// from this node): its log and state are deleted.
     pub(super) fn drop_removed_replica(&mut self, gid: u64) {
         if let Some(g) = self.groups.remove(&gid) {
+            if let Some(machine) = &g.partition {
+                machine.shared.set_unhosted();
+            }
             for (_, p) in g.proposals {
                 let _ = p.reply.send(Err(ProposeError::NotLeader));
             }
