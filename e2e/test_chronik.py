@@ -12,6 +12,7 @@ from conftest import CLUSTER, NAMESPACE, RELEASE, REPO, TAG, Kube, pod_ready, st
 
 CHART = str(REPO / "charts" / "chronik")
 TIMES: dict[str, float] = {}
+ZONE = "topology.kubernetes.io/zone"
 
 
 def internal_bootstrap() -> str:
@@ -45,9 +46,15 @@ def test_helm_lint_and_install_reach_ready(kube: Kube):
     kube.kubectl("create", "namespace", NAMESPACE, check=False, namespaced=False)
     kube.kubectl("label", "--overwrite", "namespace", NAMESPACE,
                  "pod-security.kubernetes.io/enforce=restricted", namespaced=False)
+    # Rack awareness from the nodes' zones (kind's workers have theirs; a node without one,
+    # as the local node here, gets one).
+    for node in kube.get("nodes")["items"]:
+        if ZONE not in node["metadata"].get("labels", {}):
+            kube.kubectl("label", "node", node["metadata"]["name"], f"{ZONE}=e2e-zone-a", namespaced=False)
     started = time.monotonic()
     kube.helm(
         "install", RELEASE, CHART,
+        "--set", f"cluster.rackAwareness.topologyKey={ZONE}",
         "--set", f"operator.image.tag={TAG}",
         "--set", f"cluster.image.tag={TAG}",
         "--set", f"tests.image.tag={TAG}",
@@ -113,6 +120,17 @@ def test_clients_inside_and_outside_the_cluster(kube: Kube):
     consumer.close()
     assert got == set(range(200)), f"missing {sorted(set(range(200)) - got)[:20]}"
     step(f"external listener ({external}): 200 records produced and consumed from the host")
+
+    # Each broker's rack is its node's zone (the rack-init container read the node's label).
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": external})
+    racks = {n.id: n.rack for n in admin.describe_cluster(request_timeout=30).result(timeout=60).nodes}
+    zones = {node["metadata"]["name"]: node["metadata"]["labels"].get(ZONE)
+             for node in kube.get("nodes")["items"]}
+    expected = {int(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"]): zones[p["spec"]["nodeName"]]
+                for p in kube.broker_pods()}
+    assert racks == expected, f"brokers' racks {racks}, their nodes' zones {expected}"
+    step(f"every broker's rack is its node's zone: {racks}")
 
 
 def test_kubectl_shows_brokers_leaders_and_isr(kube: Kube):

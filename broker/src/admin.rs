@@ -319,13 +319,14 @@ impl Admin for AdminService {
             .collect();
         let mut brokers = live_brokers(b);
         brokers.retain(|b| !leaving.contains(b));
-        let targets = placement::decommission(&placement_of(b), &brokers, node, &racks_of(b)).map_err(|g| {
-            Status::failed_precondition(format!(
-                "partition group {g} has no other live broker to move to: its replication \
+        let targets = placement::decommission(&placement_of(b), &brokers, node, &racks_of(b))
+            .map_err(|g| {
+                Status::failed_precondition(format!(
+                    "partition group {g} has no other live broker to move to: its replication \
                  factor needs more brokers than the {} left",
-                brokers.len().saturating_sub(1)
-            ))
-        })?;
+                    brokers.len().saturating_sub(1)
+                ))
+            })?;
         tracing::info!(node, moves = targets.len(), "decommission started");
         let mut leaving_now = leaving;
         leaving_now.push(node);

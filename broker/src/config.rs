@@ -125,9 +125,7 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
 fn parse_rack(s: &str) -> Result<String, String> {
     let rack = s.trim();
     if rack.is_empty() || rack.len() > 255 || rack.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "rack {s:?} must be 1 to 255 printable characters"
-        ));
+        return Err(format!("rack {s:?} must be 1 to 255 printable characters"));
     }
     Ok(rack.to_string())
 }

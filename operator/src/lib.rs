@@ -8,6 +8,7 @@
 //! - [`upgrade`]: the rolling upgrade's plan (which broker restarts next, or why not);
 //! - [`scaling`]: rebalance after a scale-up, decommission before a scale-down;
 //! - [`admin`]: the brokers' admin API (cluster status, restart gates, leadership drain);
+//! - [`rack`]: rack awareness (the brokers' init step and its permissions);
 //! - [`leader`]: leader election through a Lease (one active replica);
 //! - [`metrics`]: the operator's Prometheus metrics.
 
@@ -16,6 +17,7 @@ pub mod crd;
 pub mod leader;
 pub mod listeners;
 pub mod metrics;
+pub mod rack;
 pub mod reconcile;
 pub mod resources;
 pub mod scaling;

@@ -52,6 +52,14 @@ struct Args {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
 
+    /// The operator's own image: broker pods of clusters with rack awareness run it as an
+    /// init container (`rack-init`) that reads their node's rack label.
+    #[arg(long, env = "CHRONIK_OPERATOR_IMAGE", default_value = chronik_operator::rack::DEFAULT_IMAGE)]
+    image: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Name of the leader Lease.
     #[arg(
         long,
@@ -59,6 +67,23 @@ struct Args {
         default_value = "chronik-operator"
     )]
     lease_name: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Writes the rack of the node this pod runs on (its `--topology-key` label) to
+    /// `--out`: the broker pods' init container when rack awareness is on.
+    RackInit {
+        /// The node (the downward API's `spec.nodeName`).
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// The node label whose value is the rack.
+        #[arg(long)]
+        topology_key: String,
+        /// The file to write.
+        #[arg(long, default_value = chronik_operator::rack::RACK_FILE)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// How long a Lease holds without renewal; it is renewed every third of that.
@@ -136,11 +161,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
-    let ctx = Arc::new(reconcile::Context::new(
-        client.clone(),
-        metrics,
-        args.instance.clone(),
-    ));
+    let ctx = Arc::new(
+        reconcile::Context::new(client.clone(), metrics, args.instance.clone())
+            .with_operator_image(args.image.clone()),
+    );
     let server = tokio::spawn(serve_metrics(args.metrics_addr, registry));
     let lock = args.leader_election.then(|| {
         let identity = args.instance.clone().unwrap_or_else(|| {
@@ -159,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lead(lock).await?;
     }
     tracing::info!(namespace = ?args.namespace, "controller starting");
+    tokio::spawn(reconcile::rack::sweep_forever(ctx.clone()));
     let result = tokio::select! {
         _ = reconcile::run(ctx, args.namespace.as_deref(), true) => {
             tracing::info!("controller stopped");
@@ -189,7 +214,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(run(args)) {
+    let result = match &args.command {
+        Some(Command::RackInit {
+            node,
+            topology_key,
+            out,
+        }) => runtime.block_on(chronik_operator::rack::init(node, topology_key, out)),
+        None => runtime.block_on(run(args)),
+    };
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }

@@ -21,10 +21,11 @@ use k8s_openapi::api::core::v1::{
     EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    ServiceAccount, ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -144,7 +145,7 @@ fn owner_ref(cluster: &ChronikCluster) -> Result<OwnerReference, SpecError> {
         .ok_or(SpecError::MissingMetadata("ChronikCluster"))
 }
 
-fn meta(cluster: &ChronikCluster, name: &str) -> Result<ObjectMeta, SpecError> {
+pub(crate) fn meta(cluster: &ChronikCluster, name: &str) -> Result<ObjectMeta, SpecError> {
     Ok(ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(Names::of(cluster).namespace),
@@ -464,7 +465,12 @@ fn default_affinity(cluster: &ChronikCluster) -> Affinity {
     }
 }
 
-pub fn stateful_set(cluster: &ChronikCluster) -> Result<StatefulSet, SpecError> {
+/// The brokers' StatefulSet; `operator_image` runs the rack init step when rack
+/// awareness is on.
+pub fn stateful_set(
+    cluster: &ChronikCluster,
+    operator_image: &str,
+) -> Result<StatefulSet, SpecError> {
     let names = Names::of(cluster);
     let spec = &cluster.spec;
     let toml = broker_toml(cluster)?;
@@ -534,7 +540,7 @@ pub fn stateful_set(cluster: &ChronikCluster) -> Result<StatefulSet, SpecError> 
         }]
     });
 
-    let pod_spec = PodSpec {
+    let mut pod_spec = PodSpec {
         containers: vec![container],
         // The images' non-root user; the volume is made its group's.
         security_context: Some(PodSecurityContext {
@@ -570,6 +576,7 @@ pub fn stateful_set(cluster: &ChronikCluster) -> Result<StatefulSet, SpecError> 
         }]),
         ..PodSpec::default()
     };
+    crate::rack::add_to_pod(cluster, operator_image, &mut pod_spec);
 
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
@@ -668,16 +675,26 @@ pub struct Desired {
     pub stateful_set: StatefulSet,
     /// One per broker of the spec (the reconciler adds those of brokers still leaving).
     pub external_services: Vec<Service>,
+    /// With rack awareness: the brokers' ServiceAccount and its node-reading binding.
+    pub rack: Option<(ServiceAccount, ClusterRoleBinding)>,
 }
 
-pub fn desired(cluster: &ChronikCluster) -> Result<Desired, SpecError> {
+pub fn desired(cluster: &ChronikCluster, operator_image: &str) -> Result<Desired, SpecError> {
     validate(cluster)?;
+    let rack = match &cluster.spec.rack_awareness {
+        Some(_) => Some((
+            crate::rack::service_account(cluster)?,
+            crate::rack::binding(cluster),
+        )),
+        None => None,
+    };
     Ok(Desired {
+        rack,
         config_map: config_map(cluster)?,
         headless_service: headless_service(cluster)?,
         client_service: client_service(cluster)?,
         pdb: pod_disruption_budget(cluster)?,
-        stateful_set: stateful_set(cluster)?,
+        stateful_set: stateful_set(cluster, operator_image)?,
         external_services: external_services(cluster, cluster.spec.replicas)?,
     })
 }
@@ -691,6 +708,8 @@ mod tests {
     };
     use k8s_openapi::api::core::v1::Toleration;
     use serde_json::json;
+
+    const OPERATOR_IMAGE: &str = "chronik-operator:test";
 
     fn spec() -> ChronikClusterSpec {
         ChronikClusterSpec {
@@ -734,7 +753,7 @@ mod tests {
 
     #[test]
     fn every_object_is_owned_and_named() {
-        let d = desired(&cluster(spec())).unwrap();
+        let d = desired(&cluster(spec()), OPERATOR_IMAGE).unwrap();
         assert_eq!(d.config_map.metadata.name.as_deref(), Some("events-config"));
         assert_eq!(
             d.headless_service.metadata.name.as_deref(),
@@ -759,7 +778,7 @@ mod tests {
         let mut c = cluster(spec());
         c.metadata.uid = None;
         assert_eq!(
-            desired(&c).unwrap_err(),
+            desired(&c, OPERATOR_IMAGE).unwrap_err(),
             SpecError::MissingMetadata("ChronikCluster")
         );
     }
@@ -909,7 +928,7 @@ mod tests {
             },
         };
         let c = cluster(s);
-        let sts = stateful_set(&c).unwrap().spec.unwrap();
+        let sts = stateful_set(&c, OPERATOR_IMAGE).unwrap().spec.unwrap();
         assert_eq!(sts.replicas, Some(3));
         assert_eq!(sts.service_name.as_deref(), Some("events-headless"));
         assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
@@ -1060,7 +1079,7 @@ mod tests {
     #[test]
     fn template_hash_follows_image_and_config_but_not_the_peer_list() {
         let hash = |c: &ChronikCluster| {
-            let sts = stateful_set(c).unwrap();
+            let sts = stateful_set(c, OPERATOR_IMAGE).unwrap();
             pod_template_hash(sts.spec.unwrap().template.metadata.as_ref().unwrap())
                 .unwrap()
                 .to_string()
@@ -1084,7 +1103,7 @@ mod tests {
         let hash = |cfg: serde_json::Value| {
             let mut s = spec();
             s.config = config(cfg);
-            let sts = stateful_set(&cluster(s)).unwrap();
+            let sts = stateful_set(&cluster(s), OPERATOR_IMAGE).unwrap();
             sts.spec
                 .unwrap()
                 .template
@@ -1128,7 +1147,10 @@ mod tests {
             affinity: Some(Affinity::default()),
             priority_class_name: Some("high".into()),
         });
-        let sts = stateful_set(&cluster(s)).unwrap().spec.unwrap();
+        let sts = stateful_set(&cluster(s), OPERATOR_IMAGE)
+            .unwrap()
+            .spec
+            .unwrap();
         let meta = sts.template.metadata.unwrap();
         let labels = meta.labels.unwrap();
         assert_eq!(labels["team"], "data");

@@ -1600,7 +1600,9 @@ async fn only_one_replica_holds_the_lease_until_it_expires() {
 
 #[tokio::test]
 async fn the_chart_rbac_is_enough_and_no_more() {
-    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use chronik_operator::rack;
+    use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     let client = client().await;
     let ns = namespace(&client, "rbac").await;
     // The chart's RBAC template, rendered for this namespace as Helm would.
@@ -1648,6 +1650,77 @@ async fn the_chart_rbac_is_enough_and_no_more() {
         Duration::from_secs(15),
     );
     assert!(lock.try_acquire_or_renew().await.unwrap());
+
+    // Rack awareness: a ServiceAccount for the brokers, bound to the chart's node-reading
+    // ClusterRole, and a finalizer that deletes that binding with the cluster.
+    create_cluster(
+        &client,
+        &ns,
+        "racked",
+        json!({"replicas": 3, "image": "chronik:1",
+               "rackAwareness": {"topologyKey": "topology.kubernetes.io/zone"}}),
+    )
+    .await;
+    let cluster = get_cluster(&client, &ns, "racked").await;
+    reconcile::reconcile(Arc::new(cluster), ctx.clone())
+        .await
+        .expect("reconcile with rack awareness as the operator's ServiceAccount");
+    let racked = get_cluster(&client, &ns, "racked").await;
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let binding = bindings.get(&rack::binding_name(&racked)).await.unwrap();
+    assert_eq!(binding.role_ref.name, rack::CLUSTER_ROLE);
+    let owner = &binding.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ClusterRole", rack::CLUSTER_ROLE)
+    );
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("racked-broker", Some(ns.as_str()))
+    );
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get("racked-broker")
+        .await
+        .expect("the brokers' ServiceAccount");
+    let pod = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .get("racked")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("racked-broker"));
+    assert_eq!(pod.init_containers.unwrap()[0].name, "rack-init");
+    // What the brokers may do with it: read nodes, and nothing else.
+    let broker = client_as(&format!("system:serviceaccount:{ns}:racked-broker")).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(broker.clone());
+    if let Err(kube::Error::Api(e)) = nodes.get("no-such-node").await {
+        assert_eq!(e.code, 404, "reading a node must be allowed: {e:?}");
+    }
+    let err = Api::<Pod>::namespaced(broker, &ns)
+        .list(&ListParams::default())
+        .await
+        .expect_err("broker pods must not list pods");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403),
+        "{err}"
+    );
+    // Once the cluster is gone, the sweep deletes its binding.
+    Api::<ChronikCluster>::namespaced(client.clone(), &ns)
+        .delete("racked", &Default::default())
+        .await
+        .unwrap();
+    chronik_operator::reconcile::rack::sweep(&ctx)
+        .await
+        .expect("sweep as the operator's ServiceAccount");
+    assert!(bindings
+        .get_opt(&rack::binding_name(&racked))
+        .await
+        .unwrap()
+        .is_none());
 
     // Least privilege: no Secrets, no Leases elsewhere, no deleting StatefulSets.
     let err = Api::<Secret>::namespaced(operator.clone(), &ns)

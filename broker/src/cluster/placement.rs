@@ -165,7 +165,10 @@ fn spread_over_racks(
 ) {
     let mut counts = counts(partitions, brokers);
     for (group, voters) in partitions {
-        let mut voters = targets.get(group).cloned().unwrap_or_else(|| voters.clone());
+        let mut voters = targets
+            .get(group)
+            .cloned()
+            .unwrap_or_else(|| voters.clone());
         let mut changed = false;
         while racks.spanned(&voters) < racks.wanted(voters.len(), brokers) {
             // The last replica of a rack holding more than one (the first stays: it is

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use super::errors;
 use crate::broker::Broker;
 use crate::cluster::leadership::LIVENESS_WINDOW;
-use crate::log::PartitionShared;
 use crate::log::read;
+use crate::log::PartitionShared;
 use crate::metrics;
 
 /// Upper bound on how long one fetch may park, whatever the client asks.

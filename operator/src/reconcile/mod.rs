@@ -14,6 +14,7 @@
 
 mod apply;
 mod events;
+pub mod rack;
 mod roll;
 mod status;
 
@@ -85,6 +86,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Where each broker's admin API answers (pod DNS names by default).
     pub endpoints: Endpoints,
+    /// The operator's image: the rack init container of clusters with rack awareness.
+    pub operator_image: String,
 }
 
 impl Context {
@@ -98,6 +101,7 @@ impl Context {
             client,
             metrics,
             endpoints: admin::pod_endpoints(),
+            operator_image: crate::rack::DEFAULT_IMAGE.into(),
         }
     }
 
@@ -105,6 +109,11 @@ impl Context {
     /// operator running outside the cluster).
     pub fn with_endpoints(mut self, endpoints: Endpoints) -> Context {
         self.endpoints = endpoints;
+        self
+    }
+
+    pub fn with_operator_image(mut self, image: String) -> Context {
+        self.operator_image = image;
         self
     }
 }
@@ -148,7 +157,7 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
     }
     let clusters: Api<ChronikCluster> = Api::namespaced(ctx.client.clone(), &ns);
 
-    let mut desired = match resources::desired(&cluster) {
+    let mut desired = match resources::desired(&cluster, &ctx.operator_image) {
         Ok(d) => d,
         Err(e @ SpecError::MissingMetadata(_)) => return Err(e.into()),
         Err(e) => {
@@ -201,6 +210,7 @@ pub async fn reconcile(cluster: Arc<ChronikCluster>, ctx: Arc<Context>) -> Resul
     apply::apply_object(&ctx, &cluster, &ns, &desired.headless_service).await?;
     apply::apply_object(&ctx, &cluster, &ns, &desired.client_service).await?;
     apply::apply_object(&ctx, &cluster, &ns, &desired.pdb).await?;
+    rack::reconcile(&ctx, &cluster, &ns, desired.rack.as_ref()).await?;
     let (sts, _) = apply::apply_object(&ctx, &cluster, &ns, &desired.stateful_set).await?;
     apply::apply_external_services(&ctx, &cluster, &ns, scale.replicas).await?;
 
