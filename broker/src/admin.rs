@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::cluster::leadership::LIVENESS_WINDOW;
+use crate::cluster::moves::{MoveWatch, Moving};
 use crate::cluster::{placement, Starting};
 
 /// Reasons listed by RestartCheck are capped; the count says how many partitions block.
@@ -21,12 +22,34 @@ const MAX_REASONS: usize = 20;
 
 pub struct AdminService {
     starting: Arc<Starting>,
+    moves: MoveWatch,
 }
 
 impl AdminService {
     pub fn new(starting: Arc<Starting>) -> Self {
-        AdminService { starting }
+        AdminService {
+            starting,
+            moves: MoveWatch::default(),
+        }
     }
+}
+
+/// The stalled ones among `moving`, and a sentence on them for a status message.
+fn stalled(moving: &[Moving]) -> (Vec<String>, String) {
+    let stalled: Vec<String> = moving.iter().filter_map(|m| m.stalled.clone()).collect();
+    let note = match stalled.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} stalled: {}",
+            stalled
+                .iter()
+                .take(MAX_REASONS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    (stalled, note)
 }
 
 /// One partition as the admin API reports it.
@@ -89,26 +112,6 @@ fn placement_by_topic(b: &Broker) -> Vec<placement::Placement> {
                 })
                 .collect()
         })
-        .collect()
-}
-
-/// Partitions whose voters are not their target yet, as `topic-partition`.
-fn pending_moves(b: &Broker) -> Vec<String> {
-    let targets = b.catalog.targets();
-    b.catalog
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .filter(|p| {
-            targets.get(&p.group).is_some_and(|target| {
-                let (mut voters, isr) = p.replicas();
-                let mut target = target.clone();
-                voters.sort_unstable();
-                target.sort_unstable();
-                voters != target || isr.len() < voters.len()
-            })
-        })
-        .map(|p| format!("{}-{}", p.topic, p.partition))
         .collect()
 }
 
@@ -286,7 +289,8 @@ impl Admin for AdminService {
         _: Request<RebalanceStatusRequest>,
     ) -> Result<Response<RebalanceStatusResponse>, Status> {
         let b = self.starting.broker()?;
-        let pending = pending_moves(b);
+        let pending = self.moves.pending(b);
+        let (stalled, note) = stalled(&pending);
         Ok(Response::new(RebalanceStatusResponse {
             done: pending.is_empty(),
             moves_pending: pending.len() as u32,
@@ -294,11 +298,17 @@ impl Admin for AdminService {
                 "every partition has its target replicas".into()
             } else {
                 format!(
-                    "{} partitions are moving: {}",
+                    "{} partitions are moving: {}{note}",
                     pending.len(),
-                    pending.join(", ")
+                    pending
+                        .iter()
+                        .take(MAX_REASONS)
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             },
+            stalled,
         }))
     }
 
@@ -357,7 +367,15 @@ impl Admin for AdminService {
             .collect();
         let (voters, _) = b.catalog.metadata_members();
         let votes = u64::try_from(node).is_ok_and(|n| voters.contains(&n));
+        let leaving: Vec<Moving> = self
+            .moves
+            .pending(b)
+            .into_iter()
+            .filter(|m| u64::try_from(node).is_ok_and(|n| m.voters.contains(&n)))
+            .collect();
+        let (stalled, note) = stalled(&leaving);
         Ok(Response::new(DecommissionStatusResponse {
+            stalled,
             done: remaining.is_empty() && !votes,
             replicas_remaining: remaining.len() as u32,
             message: if remaining.is_empty() && votes {
@@ -369,7 +387,7 @@ impl Admin for AdminService {
                 format!("node {node} holds no replica")
             } else {
                 format!(
-                    "node {node} still holds {}: {}",
+                    "node {node} still holds {}: {}{note}",
                     remaining.len(),
                     remaining
                         .iter()

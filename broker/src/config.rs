@@ -169,6 +169,9 @@ pub struct Settings {
     pub retention_bytes: i64,
     /// How often retention is enforced.
     pub retention_check_interval_ms: u64,
+    /// A partition moving to its target voters (Rebalance, Decommission) that has not
+    /// changed for this long is reported stalled, with why.
+    pub move_stall_timeout_ms: u64,
     /// Upper bound on partitions in one CreateTopics request for one topic.
     pub max_partitions_per_topic: i32,
     /// Largest request frame accepted; larger frames close the connection.
@@ -204,6 +207,7 @@ impl Default for Settings {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             retention_check_interval_ms: 30_000,
+            move_stall_timeout_ms: 120_000,
             max_partitions_per_topic: 10_000,
             max_request_bytes: 100 << 20,
             group_initial_rebalance_delay_ms: 0,

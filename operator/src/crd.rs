@@ -345,6 +345,11 @@ pub struct BrokerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 15))]
     pub metadata_voters: Option<i64>,
+    /// A moving partition unchanged this long is reported stalled (the `Degraded`
+    /// condition, reason `MoveStalled`) (default 120000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000))]
+    pub move_stall_timeout_ms: Option<i64>,
     /// Partitions of the internal `__consumer_offsets` topic (consumer groups hash to
     /// them; each partition's leader coordinates its groups); fixed once the topic
     /// exists (default 16).

@@ -24,6 +24,8 @@ pub struct Scale {
     pub refused: Option<String>,
     /// A rebalance was started by this reconcile (for the Event).
     pub started: bool,
+    /// Moves the brokers report stalled, each with why.
+    pub stalled: Vec<String>,
 }
 
 impl Scale {
@@ -35,6 +37,25 @@ impl Scale {
             message: String::new(),
             refused: None,
             started: false,
+            stalled: vec![],
+        }
+    }
+
+    /// Moving, or stalled when the brokers say some moves are.
+    fn moving_or_stalled(
+        replicas: i32,
+        reason: &'static str,
+        message: String,
+        stalled: Vec<String>,
+    ) -> Scale {
+        let reason = if stalled.is_empty() {
+            reason
+        } else {
+            "MoveStalled"
+        };
+        Scale {
+            stalled,
+            ..Scale::moving(replicas, reason, message)
         }
     }
 
@@ -46,6 +67,7 @@ impl Scale {
             message,
             refused: None,
             started: false,
+            stalled: vec![],
         }
     }
 }
@@ -126,10 +148,11 @@ async fn scale_down(uri: &str, cs: &ClusterStatusResponse, current: i32, wanted:
                 if let Err(e) = admin::decommission(uri, id, &all_leaving).await {
                     return Scale::moving(current, "DecommissionFailed", e);
                 }
-                return Scale::moving(
+                return Scale::moving_or_stalled(
                     current,
                     "Decommissioning",
                     format!("moving replicas off broker {id}: {}", s.message),
+                    s.stalled,
                 );
             }
             Err(e) => return Scale::moving(current, "GateUnavailable", e),
@@ -151,7 +174,9 @@ async fn rebalance_if_needed(
     ready: &[i32],
 ) -> Scale {
     match admin::rebalance_status(uri).await {
-        Ok(s) if !s.done => return Scale::moving(wanted, "Rebalancing", s.message),
+        Ok(s) if !s.done => {
+            return Scale::moving_or_stalled(wanted, "Rebalancing", s.message, s.stalled)
+        }
         Ok(_) => {}
         Err(e) => return Scale::moving(wanted, "GateUnavailable", e),
     }

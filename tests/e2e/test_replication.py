@@ -484,3 +484,33 @@ def test_sigterm_of_a_leader_stalls_a_franz_go_producer_under_two_seconds(
     assert int(fields["max_stall_ms"]) < 2000, summary
     survivors = [b for b in brokers if b is not leaving]
     assert_all_there_once(survivors, topic_name, acked)
+
+
+def test_a_move_that_cannot_progress_says_so_and_finishes_once_it_can(
+        cluster_factory, topic_name, admin_pb):
+    """Rebalance onto a broker that dies right after (still counted alive when the plan is
+    made): RebalanceStatus names the stalled partitions and why, the log says it; the
+    broker's restart lets the moves finish and the stall clears."""
+    pb, _ = admin_pb
+    config = {"move_stall_timeout_ms": 2000}
+    brokers = cluster_factory(BROKERS, config=config)
+    create_replicated(brokers, topic_name, 3)
+    newcomer = cluster_factory.add(brokers, config=config)
+    api = admin_stub(brokers[0], admin_pb)
+    newcomer.kill9()
+    api.Rebalance(pb.RebalanceRequest(), timeout=30)  # within the 3 s liveness window
+    silent = f"broker {newcomer.node_id} is not heard from"
+    status = wait_for("RebalanceStatus to report the moves stalled on the dead broker", lambda: (
+        lambda s: s if s.stalled and all(silent in x for x in s.stalled) else None)(
+            api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10)),
+        timeout=30)
+    print("stalled:", list(status.stalled), "|", status.message)
+    assert not status.done
+    assert "stalled" in status.message
+    assert "no progress" in brokers[0].log_tail(200_000)
+    newcomer.restart()
+    wait_for("the rebalance", lambda: api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10).done)
+    status = api.RebalanceStatus(pb.RebalanceStatusRequest(), timeout=10)
+    assert not status.stalled, status.stalled
+    view = wait_replicated(brokers, topic_name, 3, 3)
+    assert any(newcomer.node_id in r for _, r, _ in view.values()), view

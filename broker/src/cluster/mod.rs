@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod forward;
 pub mod join;
 pub mod leadership;
+pub mod moves;
 pub mod peers;
 pub mod placement;
 pub mod registration;

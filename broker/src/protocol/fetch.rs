@@ -9,8 +9,10 @@
 //! only committed entries, so its high watermark never runs ahead of the leader's). A
 //! follower a little behind the offset asked (a consumer that came from the leader's
 //! tail: the commit reaches followers one round trip later) waits for it within the
-//! fetch's max wait; still behind then, it answers OFFSET_OUT_OF_RANGE, on which clients
-//! go back to the leader.
+//! fetch's max wait; still behind then, or asked for an offset below its log start, it
+//! answers NOT_LEADER_OR_FOLLOWER, on which clients go back to the leader (whose answer
+//! on the range is the one that counts: OFFSET_OUT_OF_RANGE would make a client that
+//! came here with stale metadata reset its position).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +93,8 @@ fn read_all(
                 continue;
             };
             let leads = broker.leads(&p);
-            if !leads && !(from_consumer && p.is_hosted()) {
+            let serves = leads || (from_consumer && p.is_hosted());
+            if !serves {
                 // Clients fetch from leaders; this one refreshes its metadata and moves on.
                 answer_now = true;
                 partitions.push(data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
@@ -102,6 +105,25 @@ fn read_all(
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
                 .with_log_start_offset(if version >= 5 { start } else { -1 });
+            let in_range = start <= fp.fetch_offset && fp.fetch_offset <= hw;
+            if !leads && !in_range {
+                if patient && fp.fetch_offset > hw {
+                    // Behind the consumer by a commit round trip, most likely: wait.
+                    partitions.push(data);
+                    continue;
+                }
+                // Only the leader's range is authoritative: OFFSET_OUT_OF_RANGE from here
+                // would make a client with stale metadata reset its position. This sends
+                // it back to the leader, which answers for the range.
+                answer_now = true;
+                partitions.push(data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
+                continue;
+            }
+            if !in_range {
+                answer_now = true;
+                partitions.push(data.with_error_code(errors::OFFSET_OUT_OF_RANGE));
+                continue;
+            }
             if let Some(replica) = client_rack
                 .filter(|_| leads)
                 .and_then(|rack| preferred_read_replica(broker, &p, rack))
@@ -110,15 +132,6 @@ fn read_all(
                 metrics::FETCH_REDIRECTS.inc();
                 answer_now = true;
                 partitions.push(data.with_preferred_read_replica(BrokerId(replica)));
-                continue;
-            }
-            if !leads && patient && fp.fetch_offset > hw {
-                partitions.push(data);
-                continue;
-            }
-            if fp.fetch_offset < start || fp.fetch_offset > hw {
-                answer_now = true;
-                partitions.push(data.with_error_code(errors::OFFSET_OUT_OF_RANGE));
                 continue;
             }
             let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);

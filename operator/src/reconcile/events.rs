@@ -73,6 +73,11 @@ pub(super) async fn announce_scale(
         let done = "every partition has its target replicas".to_string();
         tell(ctx, cluster, EventType::Normal, "RebalanceComplete", done).await;
     }
+    if let Some(message) = super::status::stall_message(scale) {
+        if refusal_is_new(cluster, &message) {
+            tell(ctx, cluster, EventType::Warning, "MoveStalled", message).await;
+        }
+    }
     if let Some(reason) = &scale.refused {
         if refusal_is_new(cluster, reason) {
             tell(

@@ -441,6 +441,20 @@ pub fn apply_scale(
             now,
         );
     }
+    if let Some(message) = stall_message(scale) {
+        update_condition(cluster, status, DEGRADED, true, "MoveStalled", message, now);
+    }
+}
+
+/// The Degraded message for moves the brokers report stalled.
+pub fn stall_message(scale: &scaling::Scale) -> Option<String> {
+    (!scale.stalled.is_empty()).then(|| {
+        format!(
+            "{} partition move(s) stalled: {}",
+            scale.stalled.len(),
+            scale.stalled.join("; ")
+        )
+    })
 }
 
 #[cfg(test)]
@@ -596,5 +610,56 @@ mod tests {
             cond(&s, READY).message,
             "spec.config.default_replication_factor (5) must not exceed spec.replicas (3)"
         );
+    }
+
+    #[test]
+    fn stalled_moves_make_the_cluster_degraded_and_say_why() {
+        let c = cluster(4);
+        let mut status = ChronikClusterStatus::default();
+        let stalled =
+            vec!["events-0: no progress for over 120 s: broker 4 is not heard from".to_string()];
+        let scale = scaling::Scale {
+            replicas: 4,
+            moving: true,
+            reason: "MoveStalled",
+            message: "1 partitions are moving: events-0".into(),
+            refused: None,
+            started: false,
+            stalled: stalled.clone(),
+        };
+        apply_scale(&c, &mut status, &scale, &t(100));
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "MoveStalled")
+        );
+        assert!(
+            degraded.message.contains("broker 4 is not heard from"),
+            "{}",
+            degraded.message
+        );
+        let moving = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == REBALANCING)
+            .unwrap();
+        assert_eq!(moving.reason, "MoveStalled");
+        // Moving again: no Degraded from the scale.
+        let mut status = ChronikClusterStatus::default();
+        apply_scale(
+            &c,
+            &mut status,
+            &scaling::Scale {
+                stalled: vec![],
+                reason: "Rebalancing",
+                ..scale
+            },
+            &t(130),
+        );
+        assert!(!status.conditions.iter().any(|c| c.type_ == DEGRADED));
     }
 }
