@@ -187,11 +187,14 @@ impl PartitionShared {
         }
         let same_leadership =
             self.leader.load(Ordering::Acquire) == leader && self.leader_epoch() == term as i32;
-        let in_sync = match in_sync {
+        let mut in_sync = match in_sync {
             Some(s) => s.to_vec(),
             None if same_leadership && !r.1.is_empty() => r.1.clone(),
             None => [leader].into_iter().filter(|id| *id != 0).collect(),
         };
+        // A voter just removed can linger in the leader's progress for a moment: the
+        // in-sync set is always a subset of the replicas.
+        in_sync.retain(|id| voters.contains(id));
         self.set_leadership(leader, term);
         if r.0 != voters || r.1 != in_sync {
             *r = (voters.to_vec(), in_sync);
@@ -206,7 +209,8 @@ impl PartitionShared {
             return;
         }
         self.set_leadership(leader, term);
-        *r = (voters.to_vec(), in_sync.to_vec());
+        let in_sync = in_sync.iter().copied().filter(|id| voters.contains(id));
+        *r = (voters.to_vec(), in_sync.collect());
         *self.reported_voters.lock().unwrap() = voters.to_vec();
         if leader != 0 {
             *self.reported_at.lock().unwrap() = Some(Instant::now());
