@@ -18,15 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
+import grpc
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from local_cluster import machine, start  # (puts tests/e2e on the import path)
 
-import grpc  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from conftest import PROTO_ROOT, ChronikBroker  # noqa: E402
-from confluent_kafka import TopicPartition  # noqa: E402
-from confluent_kafka.admin import OffsetSpec  # noqa: E402
+from conftest import PROTO_ROOT  # noqa: E402
 from kafkautil import http_get  # noqa: E402
 
 MIB = int(os.environ.get("BENCH_SNAPSHOT_MIB", "1024"))
@@ -84,14 +81,8 @@ def wait(what, fn, timeout):
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="chronik-snapshot-bench-"))
-    brokers = [ChronikBroker(work / f"node{i}", config={"retention_check_interval_ms": 500}, node_id=i)
-               for i in range(1, 4)]
+    brokers = start(work, 3, {"retention_check_interval_ms": 500})
     try:
-        for b in brokers:
-            b.peers = [(o.node_id, o.admin_addr) for o in brokers if o is not b]
-            b.launch()
-        for b in brokers:
-            b.wait_ready(60)
         boot = ",".join(b.bootstrap for b in brokers)
         admin = AdminClient({"bootstrap.servers": boot})
         admin.create_topics([NewTopic(TOPIC, 1, 2, config={"retention.ms": "600000"})])[TOPIC].result(30)
@@ -135,15 +126,13 @@ def main() -> None:
         _, replicas_after, isr_after = wait("Metadata to show the new replica in sync", lambda: (
             lambda p: p if newcomer.node_id in p[2] and leaving not in p[1] else None)(partition(boot)), 30)
         du = sum(f.stat().st_size for f in newcomer.data_dir.rglob("*") if f.is_file())
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), "unknown")
         print(f"partition of {MIB} MiB ({hi - lo} records of {RECORD} B, log start {lo}):")
         print(f"  new replica caught up by snapshot and in sync after {caught_up:.1f} s "
               f"({MIB / caught_up:.0f} MiB/s), Decommission to DecommissionStatus done")
         print(f"  snapshot bytes sent by the leader: {snap_bytes / 2**20:.0f} MiB; snapshots installed "
               f"on broker {newcomer.node_id}: {installed:.0f}; its data dir: {du / 2**20:.0f} MiB")
         print(f"  replicas now {replicas_after}, in sync {isr_after}")
-        print(f"  machine: {os.cpu_count()} x {cpu}; commit {os.popen('git -C ' + str(REPO) + ' rev-parse --short HEAD').read().strip()}")
+        print("  " + machine())
     finally:
         for b in brokers:
             b.stop()

@@ -59,8 +59,8 @@ pub async fn init(node: &str, key: &str, out: &Path) -> anyhow::Result<()> {
 // ---- desired objects (pure) ----------------------------------------------------------
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSpec, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
+    ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -162,15 +162,7 @@ pub fn add_to_pod(cluster: &ChronikCluster, image: &str, pod: &mut PodSpec) {
             ..EnvVar::default()
         }]),
         volume_mounts: Some(vec![mount.clone()]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(resources::restricted_container()),
         ..Container::default()
     }]);
     for broker in &mut pod.containers {

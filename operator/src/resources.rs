@@ -442,6 +442,20 @@ fn broker_ports(cluster: &ChronikCluster) -> Vec<ContainerPort> {
     ports
 }
 
+/// What the `restricted` Pod Security Standard asks of a container (the brokers write
+/// only to their volumes).
+pub(crate) fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 /// Default placement: prefer brokers of one cluster on different nodes.
 fn default_affinity(cluster: &ChronikCluster) -> Affinity {
     Affinity {
@@ -488,15 +502,7 @@ pub fn stateful_set(
         command: Some(vec!["chronik-broker".into()]),
         env: Some(broker_env(cluster)),
         ports: Some(broker_ports(cluster)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         resources: spec.resources.clone(),
         // Opening RocksDB and replaying the Raft logs can take a while on a big volume.
         startup_probe: Some(http_probe("/healthz", 5, 60)),
