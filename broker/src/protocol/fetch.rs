@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use tokio::time::Instant;
@@ -62,6 +63,15 @@ fn read_all(
     version: i16,
     patient: bool,
 ) -> (FetchResponse, usize, bool) {
+    // A consumer (not a replica) on a version that knows preferred read replicas.
+    let from_consumer = version >= 11 && req.replica_id.0 < 0;
+    let pass = Pass {
+        broker,
+        version,
+        patient,
+        from_consumer,
+        client_rack: Some(req.rack_id.as_str()).filter(|r| from_consumer && !r.is_empty()),
+    };
     let mut budget = if req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
@@ -69,9 +79,6 @@ fn read_all(
     };
     let mut total = 0usize;
     let mut answer_now = false;
-    // A consumer (not a replica) on a version that knows preferred read replicas.
-    let from_consumer = version >= 11 && req.replica_id.0 < 0;
-    let client_rack = Some(req.rack_id.as_str()).filter(|r| from_consumer && !r.is_empty());
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let view = if t.topic.is_empty() {
@@ -81,80 +88,25 @@ fn read_all(
         };
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for fp in &t.partitions {
-            let data = PartitionData::default().with_partition_index(fp.partition);
             let shared = view.as_ref().and_then(|v| {
                 usize::try_from(fp.partition)
                     .ok()
                     .and_then(|i| v.partitions.get(i).cloned())
             });
-            let Some(p) = shared else {
-                answer_now = true;
-                partitions.push(data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
-                continue;
-            };
-            let leads = broker.leads(&p);
-            let serves = leads || (from_consumer && p.is_hosted());
-            if !serves {
-                // Clients fetch from leaders; this one refreshes its metadata and moves on.
-                answer_now = true;
-                partitions.push(data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
-                continue;
-            }
-            let (hw, start) = (p.high_watermark(), p.log_start());
-            let data = data
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(if version >= 5 { start } else { -1 });
-            let in_range = start <= fp.fetch_offset && fp.fetch_offset <= hw;
-            if !leads && !in_range {
-                if patient && fp.fetch_offset > hw {
-                    // Behind the consumer by a commit round trip, most likely: wait.
-                    partitions.push(data);
-                    continue;
-                }
-                // Only the leader's range is authoritative: OFFSET_OUT_OF_RANGE from here
-                // would make a client with stale metadata reset its position. This sends
-                // it back to the leader, which answers for the range.
-                answer_now = true;
-                partitions.push(data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER));
-                continue;
-            }
-            if !in_range {
-                answer_now = true;
-                partitions.push(data.with_error_code(errors::OFFSET_OUT_OF_RANGE));
-                continue;
-            }
-            if let Some(replica) = client_rack
-                .filter(|_| leads)
-                .and_then(|rack| preferred_read_replica(broker, &p, rack))
-            {
-                // No records: the client reads them from the replica in its rack.
-                metrics::FETCH_REDIRECTS.inc();
-                answer_now = true;
-                partitions.push(data.with_preferred_read_replica(BrokerId(replica)));
-                continue;
-            }
+            let data = PartitionData::default().with_partition_index(fp.partition);
             let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
-            let records = if fp.fetch_offset == hw || limit == 0 {
-                Ok(bytes::Bytes::new())
-            } else {
-                read::read(&broker.db, &p, fp.fetch_offset, limit)
+            let (data, now) = match shared {
+                Some(p) => pass.partition(&p, fp, data, limit),
+                None => (
+                    data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                    true,
+                ),
             };
-            match records {
-                Ok(records) => {
-                    if !leads {
-                        metrics::FOLLOWER_FETCHED_BYTES.inc_by(records.len() as u64);
-                    }
-                    total += records.len();
-                    budget = budget.saturating_sub(records.len());
-                    partitions.push(data.with_records(Some(records)));
-                }
-                Err(e) => {
-                    tracing::error!(topic = %p.topic, partition = p.partition, "fetch failed: {e:#}");
-                    answer_now = true;
-                    partitions.push(data.with_error_code(errors::UNKNOWN_SERVER_ERROR));
-                }
-            }
+            let bytes = data.records.as_ref().map_or(0, |r| r.len());
+            total += bytes;
+            budget = budget.saturating_sub(bytes);
+            answer_now |= now;
+            partitions.push(data);
         }
         topics.push(
             FetchableTopicResponse::default()
@@ -168,6 +120,80 @@ fn read_all(
         total,
         answer_now,
     )
+}
+
+/// What one pass knows of the request.
+struct Pass<'a> {
+    broker: &'a Broker,
+    version: i16,
+    patient: bool,
+    from_consumer: bool,
+    client_rack: Option<&'a str>,
+}
+
+impl Pass<'_> {
+    /// One partition's answer (records up to `limit` bytes, at least one batch), and
+    /// whether it should go out at once.
+    fn partition(
+        &self,
+        p: &PartitionShared,
+        fp: &FetchPartition,
+        data: PartitionData,
+        limit: usize,
+    ) -> (PartitionData, bool) {
+        let broker = self.broker;
+        let leads = broker.leads(p);
+        let serves = leads || (self.from_consumer && p.is_hosted());
+        if !serves {
+            // Clients fetch from leaders; this one refreshes its metadata and moves on.
+            return (data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER), true);
+        }
+        let (hw, start) = (p.high_watermark(), p.log_start());
+        let data = data
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(if self.version >= 5 { start } else { -1 });
+        let in_range = start <= fp.fetch_offset && fp.fetch_offset <= hw;
+        if !leads && !in_range {
+            if self.patient && fp.fetch_offset > hw {
+                // Behind the consumer by a commit round trip, most likely: wait.
+                return (data, false);
+            }
+            // Only the leader's range is authoritative: OFFSET_OUT_OF_RANGE from here
+            // would make a client with stale metadata reset its position. This sends it
+            // back to the leader, which answers for the range.
+            return (data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER), true);
+        }
+        if !in_range {
+            return (data.with_error_code(errors::OFFSET_OUT_OF_RANGE), true);
+        }
+        if let Some(replica) = self
+            .client_rack
+            .filter(|_| leads)
+            .and_then(|rack| preferred_read_replica(broker, p, rack))
+        {
+            // No records: the client reads them from the replica in its rack.
+            metrics::FETCH_REDIRECTS.inc();
+            return (data.with_preferred_read_replica(BrokerId(replica)), true);
+        }
+        let records = if fp.fetch_offset == hw || limit == 0 {
+            Ok(bytes::Bytes::new())
+        } else {
+            read::read(&broker.db, p, fp.fetch_offset, limit)
+        };
+        match records {
+            Ok(records) => {
+                if !leads {
+                    metrics::FOLLOWER_FETCHED_BYTES.inc_by(records.len() as u64);
+                }
+                (data.with_records(Some(records)), false)
+            }
+            Err(e) => {
+                tracing::error!(topic = %p.topic, partition = p.partition, "fetch failed: {e:#}");
+                (data.with_error_code(errors::UNKNOWN_SERVER_ERROR), true)
+            }
+        }
+    }
 }
 
 /// The replica a consumer in `rack` should read `p` from, when this leader is not in that
