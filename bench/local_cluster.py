@@ -3,6 +3,7 @@
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,22 @@ def start(work: Path, n: int, config: dict | None = None) -> list:
     for b in brokers:
         b.wait_ready(60)
     return brokers
+
+
+@contextmanager
+def running(work: Path, n: int, config: dict | None = None):
+    """`start`, and every broker in the list (the caller may add some) stopped after."""
+    brokers = start(work, n, config)
+    try:
+        yield brokers
+    finally:
+        for b in brokers:
+            b.stop()
+
+
+def data_mib(broker) -> float:
+    """The size of a broker's data directory."""
+    return sum(f.stat().st_size for f in broker.data_dir.rglob("*") if f.is_file()) / 2**20
 
 
 def machine() -> str:

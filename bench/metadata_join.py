@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
-from local_cluster import machine, start  # (puts tests/e2e on the import path)
+from local_cluster import data_mib, machine, running  # (puts tests/e2e on the import path)
 
 from conftest import ChronikBroker  # noqa: E402
 
@@ -36,8 +36,7 @@ def log(msg: str) -> None:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="chronik-metadata-bench-"))
-    brokers = start(work, 3)
-    try:
+    with running(work, 3) as brokers:
         boot = ",".join(b.bootstrap for b in brokers)
         admin = AdminClient({"bootstrap.servers": boot})
         log(f"making {CHANGES} metadata changes (topics created and deleted, {BATCH} per request)")
@@ -62,13 +61,9 @@ def main() -> None:
         brokers.append(fourth)
         fourth.wait_ready(600)
         joined = time.monotonic() - t0
-        du = sum(f.stat().st_size for f in fourth.data_dir.rglob("*") if f.is_file())
         print(f"metadata history: {made} changes ({made // 2} topics created and deleted) in {history_s:.1f} s")
-        print(f"  a new broker joined and was ready after {joined:.2f} s; its data dir: {du / 2**20:.1f} MiB")
+        print(f"  a new broker joined and was ready after {joined:.2f} s; its data dir: {data_mib(fourth):.1f} MiB")
         print("  " + machine())
-    finally:
-        for b in brokers:
-            b.stop()
 
 
 if __name__ == "__main__":

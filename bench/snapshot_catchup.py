@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
-from local_cluster import machine, start  # (puts tests/e2e on the import path)
+from local_cluster import data_mib, machine, running  # (puts tests/e2e on the import path)
 
 from conftest import PROTO_ROOT  # noqa: E402
 from kafkautil import http_get  # noqa: E402
@@ -81,8 +81,7 @@ def wait(what, fn, timeout):
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="chronik-snapshot-bench-"))
-    brokers = start(work, 3, {"retention_check_interval_ms": 500})
-    try:
+    with running(work, 3, {"retention_check_interval_ms": 500}) as brokers:
         boot = ",".join(b.bootstrap for b in brokers)
         admin = AdminClient({"bootstrap.servers": boot})
         admin.create_topics([NewTopic(TOPIC, 1, 2, config={"retention.ms": "600000"})])[TOPIC].result(30)
@@ -125,17 +124,13 @@ def main() -> None:
         installed = metric(newcomer, "chronik_raft_snapshots_received_total")
         _, replicas_after, isr_after = wait("Metadata to show the new replica in sync", lambda: (
             lambda p: p if newcomer.node_id in p[2] and leaving not in p[1] else None)(partition(boot)), 30)
-        du = sum(f.stat().st_size for f in newcomer.data_dir.rglob("*") if f.is_file())
         print(f"partition of {MIB} MiB ({hi - lo} records of {RECORD} B, log start {lo}):")
         print(f"  new replica caught up by snapshot and in sync after {caught_up:.1f} s "
               f"({MIB / caught_up:.0f} MiB/s), Decommission to DecommissionStatus done")
         print(f"  snapshot bytes sent by the leader: {snap_bytes / 2**20:.0f} MiB; snapshots installed "
-              f"on broker {newcomer.node_id}: {installed:.0f}; its data dir: {du / 2**20:.0f} MiB")
+              f"on broker {newcomer.node_id}: {installed:.0f}; its data dir: {data_mib(newcomer):.0f} MiB")
         print(f"  replicas now {replicas_after}, in sync {isr_after}")
         print("  " + machine())
-    finally:
-        for b in brokers:
-            b.stop()
 
 
 if __name__ == "__main__":
