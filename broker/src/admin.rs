@@ -84,11 +84,6 @@ fn live_brokers(b: &Broker) -> Vec<u64> {
     ids
 }
 
-/// The registered brokers' racks.
-fn racks_of(b: &Broker) -> placement::Racks {
-    placement::Racks::new(b.catalog.brokers().into_iter().map(|r| (r.id, r.rack)))
-}
-
 /// Every partition group with its current voters (a target counts as where it is going).
 fn placement_of(b: &Broker) -> placement::Placement {
     placement_by_topic(b).into_iter().flatten().collect()
@@ -130,7 +125,9 @@ async fn move_strays(b: &Broker, node: u64) -> Result<(), Status> {
     if strays.is_empty() {
         return Ok(());
     }
-    let Ok(targets) = placement::decommission(&strays, &live_brokers(b), node, &racks_of(b)) else {
+    let Ok(targets) =
+        placement::decommission(&strays, &live_brokers(b), node, &crate::cluster::racks(b))
+    else {
         return Ok(()); // nowhere to go: the status names what is left
     };
     tracing::info!(
@@ -160,18 +157,7 @@ fn led_by(b: &Broker, node: i32) -> usize {
 /// the peers' leadership reports and counts from the partitions' views.
 fn broker_statuses(b: &Broker, partitions: &[PartitionStatus]) -> Vec<BrokerStatus> {
     let me = b.node_id;
-    let mut records = b.catalog.brokers();
-    if !records.iter().any(|r| r.id == me as u64) {
-        records.push(crate::metadata::BrokerRecord {
-            id: me as u64,
-            host: b.host.clone(),
-            port: b.port,
-            cluster_addr: String::new(),
-            external: b.external.clone(),
-            rack: b.rack.clone(),
-        });
-    }
-    records
+    b.registered_brokers()
         .into_iter()
         .map(|r| {
             let id = r.id as i32;
@@ -275,7 +261,8 @@ impl Admin for AdminService {
     ) -> Result<Response<RebalanceResponse>, Status> {
         let b = self.starting.broker()?;
         let brokers = live_brokers(b);
-        let targets = placement::rebalance(&placement_by_topic(b), &brokers, &racks_of(b));
+        let targets =
+            placement::rebalance(&placement_by_topic(b), &brokers, &crate::cluster::racks(b));
         let moves = targets.len();
         commit_targets(b, targets).await?;
         tracing::info!(moves, ?brokers, "rebalance started");
@@ -329,14 +316,15 @@ impl Admin for AdminService {
             .collect();
         let mut brokers = live_brokers(b);
         brokers.retain(|b| !leaving.contains(b));
-        let targets = placement::decommission(&placement_of(b), &brokers, node, &racks_of(b))
-            .map_err(|g| {
-                Status::failed_precondition(format!(
-                    "partition group {g} has no other live broker to move to: its replication \
+        let targets =
+            placement::decommission(&placement_of(b), &brokers, node, &crate::cluster::racks(b))
+                .map_err(|g| {
+                    Status::failed_precondition(format!(
+                        "partition group {g} has no other live broker to move to: its replication \
                  factor needs more brokers than the {} left",
-                    brokers.len().saturating_sub(1)
-                ))
-            })?;
+                        brokers.len().saturating_sub(1)
+                    ))
+                })?;
         tracing::info!(node, moves = targets.len(), "decommission started");
         let mut leaving_now = leaving;
         leaving_now.push(node);

@@ -39,6 +39,23 @@ impl Broker {
             .unwrap_or_else(|| self.proposed_cluster_id.clone())
     }
 
+    /// Every registered broker, this one included even before its registration commits
+    /// (a broker always knows itself).
+    pub fn registered_brokers(&self) -> Vec<crate::metadata::BrokerRecord> {
+        let mut records = self.catalog.brokers();
+        if !records.iter().any(|r| r.id == self.node_id as u64) {
+            records.push(crate::metadata::BrokerRecord {
+                id: self.node_id as u64,
+                host: self.host.clone(),
+                port: self.port,
+                cluster_addr: String::new(),
+                external: self.external.clone(),
+                rack: self.rack.clone(),
+            });
+        }
+        records
+    }
+
     /// Whether this broker leads the partition and may serve produce and fetch for it.
     pub fn leads(&self, p: &crate::log::PartitionShared) -> bool {
         p.is_led_by(self.node_id as u64)

@@ -34,6 +34,16 @@ use crate::shutdown::Shutdown;
 pub use forward::propose_metadata;
 pub use peers::Peers;
 
+/// The registered brokers' racks, for placement.
+pub fn racks(broker: &Broker) -> placement::Racks {
+    placement::Racks::new(
+        broker
+            .registered_brokers()
+            .into_iter()
+            .map(|r| (r.id, r.rack)),
+    )
+}
+
 /// Largest gRPC message accepted: a Step batch carries many groups' appends.
 pub const MAX_GRPC_MESSAGE: usize = 64 << 20;
 

@@ -6,7 +6,7 @@
 //! so that RebalanceStatus, DecommissionStatus, the log and the operator's conditions
 //! name what holds a rebalance up instead of waiting in silence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -101,13 +101,15 @@ impl MoveWatch {
 fn why(b: &Broker, state: &(Vec<u64>, Vec<u64>, Option<u64>), target: &[u64]) -> String {
     let (voters, isr, leader) = state;
     let me = b.node_id as u64;
-    let silent: Vec<String> = target
+    let silent: BTreeSet<u64> = target
         .iter()
         .chain(voters)
-        .filter(|id| **id != me && !b.catalog.peer_alive(**id, LIVENESS_WINDOW))
+        .copied()
+        .filter(|id| *id != me && !b.catalog.peer_alive(*id, LIVENESS_WINDOW))
+        .collect();
+    let silent: Vec<String> = silent
+        .iter()
         .map(|id| format!("broker {id} is not heard from"))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
         .collect();
     if !silent.is_empty() {
         return silent.join(", ");

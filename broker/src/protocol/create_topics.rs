@@ -247,11 +247,6 @@ pub async fn create(
             ),
         ));
     }
-    let racks = placement::Racks::new(
-        super::metadata::known_brokers(broker)
-            .into_iter()
-            .map(|b| (b.id as u64, b.rack)),
-    );
     // A random first broker, as Kafka picks, so that topics do not all start on one.
     let start = (id.as_u128() % brokers.len() as u128) as usize;
     let command = Command::CreateTopic {
@@ -259,7 +254,13 @@ pub async fn create(
         id,
         partitions,
         configs,
-        replicas: placement::assign(&brokers, &racks, partitions, rf as usize, start),
+        replicas: placement::assign(
+            &brokers,
+            &crate::cluster::racks(broker),
+            partitions,
+            rf as usize,
+            start,
+        ),
     };
     match crate::cluster::propose_metadata(broker, &command, Duration::from_secs(30)).await {
         Ok(Outcome::TopicCreated(..)) => {

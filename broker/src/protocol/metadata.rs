@@ -94,9 +94,8 @@ pub struct BrokerAddress {
 
 /// Every registered broker at its internal address (this one even before it registered).
 pub fn known_brokers(broker: &Broker) -> Vec<BrokerAddress> {
-    let mut brokers: Vec<BrokerAddress> = broker
-        .catalog
-        .brokers()
+    broker
+        .registered_brokers()
         .into_iter()
         .map(|b| BrokerAddress {
             id: b.id as i32,
@@ -104,16 +103,7 @@ pub fn known_brokers(broker: &Broker) -> Vec<BrokerAddress> {
             port: b.port,
             rack: b.rack,
         })
-        .collect();
-    if !brokers.iter().any(|b| b.id == broker.node_id) {
-        brokers.push(BrokerAddress {
-            id: broker.node_id,
-            host: broker.host.clone(),
-            port: broker.port,
-            rack: broker.rack.clone(),
-        });
-    }
-    brokers
+        .collect()
 }
 
 /// The brokers as clients of `listener` reach them: on the external listener, only the
@@ -123,9 +113,8 @@ pub fn advertised_brokers(broker: &Broker, listener: Listener) -> Vec<BrokerAddr
     if listener == Listener::Internal {
         return known_brokers(broker);
     }
-    let mut brokers: Vec<BrokerAddress> = broker
-        .catalog
-        .brokers()
+    broker
+        .registered_brokers()
         .into_iter()
         .filter_map(|b| {
             b.external.map(|e| BrokerAddress {
@@ -135,18 +124,7 @@ pub fn advertised_brokers(broker: &Broker, listener: Listener) -> Vec<BrokerAddr
                 rack: b.rack,
             })
         })
-        .collect();
-    if let Some(own) = &broker.external {
-        if !brokers.iter().any(|b| b.id == broker.node_id) {
-            brokers.push(BrokerAddress {
-                id: broker.node_id,
-                host: own.host.clone(),
-                port: own.port,
-                rack: broker.rack.clone(),
-            });
-        }
-    }
-    brokers
+        .collect()
 }
 
 /// Looks a topic up, creating it if allowed; `Ok(None)` means unknown and not created.

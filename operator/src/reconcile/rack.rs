@@ -1,8 +1,9 @@
 //! Rack awareness's cluster-scoped object: the brokers' ClusterRoleBinding (see
 //! [`crate::rack`]). A cluster-scoped object cannot be owned by a namespaced ChronikCluster,
 //! so it is owned by the chart's ClusterRole instead (uninstalling the chart deletes every
-//! binding), applied while a cluster's spec asks for racks, deleted when it stops asking,
-//! and swept once its cluster is gone: on every reconcile and every minute. No finalizer:
+//! binding), applied while a cluster's spec asks for racks, and swept every minute once
+//! its cluster is gone or no longer asks (one list call, rather than a delete in every
+//! reconcile of every cluster without racks). No finalizer:
 //! a cluster deleted while the operator is down (a `helm uninstall` deletes both at once)
 //! must not hang its namespace's deletion.
 
@@ -18,33 +19,31 @@ use tracing::{info, warn};
 
 use super::{apply, Context, Error};
 use crate::crd::ChronikCluster;
-use crate::rack::{binding_name, BINDING_LABEL, CLUSTER_NAMESPACE_LABEL, CLUSTER_ROLE};
+use crate::rack::{BINDING_LABEL, CLUSTER_NAMESPACE_LABEL, CLUSTER_ROLE};
 
 const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Brings the cluster's binding in line with its spec (`wanted`: the desired ServiceAccount
-/// and binding when rack awareness is on), and sweeps those of clusters gone.
+/// Applies the cluster's ServiceAccount and binding while rack awareness is on (`wanted`);
+/// [`sweep`] removes the binding once it is off.
 pub(super) async fn reconcile(
     ctx: &Context,
     cluster: &ChronikCluster,
     ns: &str,
     wanted: Option<&(ServiceAccount, ClusterRoleBinding)>,
 ) -> Result<(), Error> {
+    let Some((account, binding)) = wanted else {
+        return Ok(());
+    };
+    apply::apply_object(ctx, cluster, ns, account).await?;
+    let mut binding = binding.clone();
+    binding.metadata.owner_references = role_owner(ctx).await?.map(|o| vec![o]);
     let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
-    match wanted {
-        Some((account, binding)) => {
-            apply::apply_object(ctx, cluster, ns, account).await?;
-            let mut binding = binding.clone();
-            binding.metadata.owner_references = role_owner(ctx).await?.map(|o| vec![o]);
-            let (_, outcome) = apply::apply(&bindings, &binding).await?;
-            if outcome != apply::Outcome::Unchanged {
-                info!(name = %binding.name_any(), ?outcome, "rack: ClusterRoleBinding applied");
-            }
-        }
-        None => delete(&bindings, &binding_name(cluster)).await?,
+    let (_, outcome) = apply::apply(&bindings, &binding).await?;
+    if outcome != apply::Outcome::Unchanged {
+        info!(name = %binding.name_any(), ?outcome, "rack: ClusterRoleBinding applied");
     }
-    sweep(ctx).await
+    Ok(())
 }
 
 /// The chart's ClusterRole as the bindings' owner; none when it is not installed (the
@@ -75,7 +74,7 @@ async fn delete(bindings: &Api<ClusterRoleBinding>, name: &str) -> Result<(), Er
     }
 }
 
-/// Deletes the bindings whose ChronikCluster no longer exists.
+/// Deletes the bindings whose ChronikCluster no longer exists or no longer asks for racks.
 pub async fn sweep(ctx: &Context) -> Result<(), Error> {
     let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
     let listed = bindings
@@ -90,15 +89,16 @@ pub async fn sweep(ctx: &Context) -> Result<(), Error> {
             continue;
         };
         let clusters: Api<ChronikCluster> = Api::namespaced(ctx.client.clone(), ns);
-        if clusters.get_opt(name).await?.is_none() {
-            info!(cluster = %format!("{ns}/{name}"), "rack: the cluster is gone");
+        let cluster = clusters.get_opt(name).await?;
+        if cluster.is_none_or(|c| c.spec.rack_awareness.is_none()) {
+            info!(cluster = %format!("{ns}/{name}"), "rack: the cluster is gone or has no racks");
             delete(&bindings, &b.name_any()).await?;
         }
     }
     Ok(())
 }
 
-/// [`sweep`] every minute (a cluster deleted last leaves no reconcile to sweep after it).
+/// [`sweep`] every minute, while this operator leads.
 pub async fn sweep_forever(ctx: Arc<Context>) {
     loop {
         if let Err(e) = sweep(&ctx).await {
