@@ -953,6 +953,56 @@ async fn controller_reconciles_on_watch_events() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Broker pods are watched: the status lists a pod as it comes and drops it as it
+    // goes, long before the 30 s poll (a scale-down's leavers vanish from the status as
+    // their pods do).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "clicks-1", "labels": {
+            "app.kubernetes.io/name": "chronik",
+            "app.kubernetes.io/instance": "clicks",
+            "app.kubernetes.io/managed-by": "chronik-operator",
+            "apps.kubernetes.io/pod-index": "1",
+        }},
+        "spec": {"containers": [{"name": "broker", "image": "chronik:1"}]},
+    }))
+    .unwrap();
+    let listed = |want: Vec<i32>| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = get_cluster(&client, &ns, "clicks").await.status.unwrap();
+                let ids: Vec<i32> = status.brokers.iter().map(|b| b.id).collect();
+                if ids == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "status brokers {ids:?}, want {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // Quiet first: each status write is itself a watch event that reconciles once more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    listed(vec![1]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pods.delete(
+        "clicks-1",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    listed(vec![]).await;
+
     task.abort();
     let cluster = get_cluster(&client, &ns, "clicks").await;
     assert_eq!(

@@ -26,8 +26,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -56,6 +57,9 @@ pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(30);
 pub const UPGRADE_REQUEUE: Duration = Duration::from_secs(5);
 /// Retry interval after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+/// How long a burst of changes (pods of a roll or a scale turning Ready, going away) is
+/// gathered into one reconcile.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -280,8 +284,17 @@ pub fn error_policy(cluster: Arc<ChronikCluster>, error: &Error, ctx: Arc<Contex
     Action::requeue(ERROR_REQUEUE)
 }
 
+/// The cluster a broker pod belongs to (its `app.kubernetes.io/instance` label).
+fn cluster_of_pod(pod: Pod) -> Option<ObjectRef<ChronikCluster>> {
+    let name = pod.labels().get("app.kubernetes.io/instance")?.clone();
+    let ns = pod.namespace()?;
+    Some(ObjectRef::new(&name).within(&ns))
+}
+
 /// Runs the controller until SIGTERM/SIGINT (when `handle_signals`) or forever. Watches
-/// ChronikClusters (in `namespace`, or all) and the objects they own.
+/// ChronikClusters (in `namespace`, or all), the objects they own and their broker pods:
+/// the status lists brokers by pod, so a pod that goes away (a scale-down, a deletion)
+/// must be seen when it goes, not at the next periodic poll.
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, handle_signals: bool) {
     let client = ctx.client.clone();
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -303,7 +316,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, handle_signals: boo
     .owns(api::<StatefulSet>(&client, namespace), owned.clone())
     .owns(api::<Service>(&client, namespace), owned.clone())
     .owns(api::<ConfigMap>(&client, namespace), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, namespace), owned);
+    .owns(
+        api::<PodDisruptionBudget>(&client, namespace),
+        owned.clone(),
+    )
+    .watches(api::<Pod>(&client, namespace), owned, cluster_of_pod)
+    .with_config(controller::Config::default().debounce(DEBOUNCE));
     if handle_signals {
         controller = controller.shutdown_on_signal();
     }
