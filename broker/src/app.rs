@@ -91,6 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retention_bytes: settings.retention_bytes,
         disk: disk.clone(),
         metadata_voters: settings.metadata_voters,
+        metadata_snapshot_entries: settings.metadata_snapshot_entries,
     };
     let driver_cell = Arc::new(OnceLock::new());
     let snapshots = cluster::snapshot::SnapshotSender::new(

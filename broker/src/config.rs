@@ -189,6 +189,10 @@ pub struct Settings {
     /// Voters of the metadata group (the controller quorum); 0 picks 3, or 5 once at
     /// least five brokers stay. Brokers beyond it receive the metadata log as learners.
     pub metadata_voters: usize,
+    /// Applied entries the metadata log gathers before it is compacted behind a snapshot
+    /// of the catalog (a broker that needs older entries, a new one, gets the snapshot);
+    /// 0 never compacts.
+    pub metadata_snapshot_entries: u64,
     /// Partitions of the internal `__consumer_offsets` topic, made when the first group
     /// needs it: consumer groups hash to them, and each partition's leader coordinates
     /// its groups. Fixed once the topic exists.
@@ -216,6 +220,7 @@ impl Default for Settings {
             raft_tick_ms: 100,
             storage_min_free_bytes: 1 << 30,
             metadata_voters: 0,
+            metadata_snapshot_entries: 1000,
             offsets_topic_partitions: 16,
             offsets_topic_replication_factor: 3,
         }

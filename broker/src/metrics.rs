@@ -138,28 +138,28 @@ pub static RAFT_SEND_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static RAFT_SNAPSHOTS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_raft_snapshots_sent_total",
-        "Partition snapshots delivered to a replica that needed compacted entries"
+        "Raft snapshots (partitions, the metadata catalog) delivered to a replica that needed compacted entries"
     )
     .unwrap()
 });
 pub static RAFT_SNAPSHOT_SEND_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_raft_snapshot_send_failures_total",
-        "Partition snapshots that did not arrive (Raft sends another)"
+        "Raft snapshots that did not arrive (Raft sends another)"
     )
     .unwrap()
 });
 pub static RAFT_SNAPSHOT_BYTES_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_raft_snapshot_bytes_sent_total",
-        "Record batch bytes sent in partition snapshots"
+        "Bytes sent in Raft snapshots (record batches; a metadata snapshot's catalog)"
     )
     .unwrap()
 });
 pub static RAFT_SNAPSHOT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "chronik_raft_snapshot_send_seconds",
-        "Time to stream a partition snapshot to a replica",
+        "Time to stream a Raft snapshot to a replica",
         vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]
     )
     .unwrap()
@@ -167,21 +167,35 @@ pub static RAFT_SNAPSHOT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static RAFT_SNAPSHOTS_RECEIVED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_raft_snapshots_received_total",
-        "Partition snapshots received whole and taken by Raft"
+        "Raft snapshots received whole and taken by Raft"
     )
     .unwrap()
 });
 pub static RAFT_SNAPSHOT_BYTES_RECEIVED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_raft_snapshot_bytes_received_total",
-        "Record batch bytes received in partition snapshots"
+        "Bytes received in Raft snapshots"
     )
     .unwrap()
 });
 pub static RAFT_SNAPSHOTS_INSTALLED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_raft_snapshots_installed_total",
-        "Partition snapshots installed (ingested into the store)"
+        "Raft snapshots installed (ingested into the store)"
+    )
+    .unwrap()
+});
+pub static METADATA_LOG_COMPACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_metadata_log_compactions_total",
+        "Compactions of the metadata log behind a snapshot of the catalog"
+    )
+    .unwrap()
+});
+pub static METADATA_SNAPSHOTS_RESTORED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_metadata_snapshots_restored_total",
+        "Catalogs taken on from a metadata snapshot (this broker was behind the compaction point)"
     )
     .unwrap()
 });
@@ -225,6 +239,8 @@ fn render(catalog: &Catalog, node_id: u64) -> String {
     LazyLock::force(&RAFT_SNAPSHOTS_RECEIVED);
     LazyLock::force(&RAFT_SNAPSHOT_BYTES_RECEIVED);
     LazyLock::force(&RAFT_SNAPSHOTS_INSTALLED);
+    LazyLock::force(&METADATA_LOG_COMPACTIONS);
+    LazyLock::force(&METADATA_SNAPSHOTS_RESTORED);
     let topics = catalog.topics();
     let partitions = topics.iter().flat_map(|t| t.partitions.iter());
     let (mut count, mut led, mut bytes, mut urp) = (0i64, 0i64, 0i64, 0i64);

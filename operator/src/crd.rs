@@ -345,6 +345,12 @@ pub struct BrokerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 15))]
     pub metadata_voters: Option<i64>,
+    /// Applied entries the metadata log gathers before it is compacted behind a snapshot
+    /// of the catalog; a broker that needs older entries receives the snapshot; 0 never
+    /// compacts (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub metadata_snapshot_entries: Option<i64>,
     /// A moving partition unchanged this long is reported stalled (the `Degraded`
     /// condition, reason `MoveStalled`) (default 120000).
     #[serde(default, skip_serializing_if = "Option::is_none")]

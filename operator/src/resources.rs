@@ -838,7 +838,8 @@ mod tests {
             "auto_create_topics": true, "default_partitions": 1, "default_replication_factor": 1,
             "group_initial_rebalance_delay_ms": 0, "group_max_session_timeout_ms": 1,
             "group_min_session_timeout_ms": 1, "max_partitions_per_topic": 1,
-            "max_request_bytes": 1024, "metadata_voters": 3, "move_stall_timeout_ms": 1000,
+            "max_request_bytes": 1024, "metadata_voters": 3, "metadata_snapshot_entries": 1000,
+            "move_stall_timeout_ms": 1000,
             "raft_tick_ms": 1,
             "offsets_topic_partitions": 16, "offsets_topic_replication_factor": 3,
             "retention_bytes": 1, "retention_check_interval_ms": 1, "retention_ms": 1,
@@ -852,7 +853,7 @@ mod tests {
             .keys()
             .cloned()
             .collect();
-        assert_eq!(keys.len(), 17, "a key above is not a BrokerConfig field");
+        assert_eq!(keys.len(), 18, "a key above is not a BrokerConfig field");
         assert_eq!(
             keys, documented,
             "BrokerConfig and docs/configuration.md disagree"

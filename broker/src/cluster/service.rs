@@ -106,9 +106,10 @@ impl Cluster for ClusterService {
         let message = Message::decode(header.message.as_slice()).map_err(|e| {
             Status::invalid_argument(format!("undecodable Raft message from node {from}: {e}"))
         })?;
-        if broker.disk.is_full() {
+        if broker.disk.is_full() && group != crate::metadata::METADATA_GROUP {
             // The sender's Raft tries again later; refusing now keeps the margin RocksDB
-            // needs for what was already accepted.
+            // needs for what was already accepted (the catalog's few bytes still pass, so
+            // the broker stays a working member).
             tracing::warn!(
                 from,
                 group,

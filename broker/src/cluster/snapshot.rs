@@ -2,7 +2,8 @@
 //! other Raft messages: it is a stream of its own (`InstallSnapshot`), the Raft message
 //! first, then the retained record batches in bounded chunks read from RocksDB only as
 //! fast as the receiver takes them (gRPC flow control and a two-chunk channel bound the
-//! memory on both sides, however large the partition), then a trailer. The receiver
+//! memory on both sides, however large the partition), then a trailer. The metadata
+//! group's snapshot takes the same way with its catalog inside the message and no chunks. The receiver
 //! writes the chunks to files and hands the snapshot to its Raft driver only once the
 //! trailer says everything arrived; a transfer cut short by either side leaves nothing
 //! behind, and the leader's Raft sends a new one.
@@ -27,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Peers, MAX_GRPC_MESSAGE};
 use crate::log::snapshot::{self, Builder, Received};
+use crate::metadata::{self, METADATA_GROUP};
 use crate::metrics;
 use crate::raft::RaftHandle;
 use crate::storage::{Db, DiskSpace};
@@ -111,7 +113,12 @@ impl SnapshotSender {
             .snapshot
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("a snapshot message without a snapshot"))?;
-        let data = PartitionSnapshot::decode(snapshot.data.as_slice())?;
+        // The metadata group's catalog is all in the message; a partition's batches follow.
+        let data = match group {
+            METADATA_GROUP => None,
+            _ => Some(PartitionSnapshot::decode(snapshot.data.as_slice())?),
+        };
+        let catalog_bytes = snapshot.data.len() as u64;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(2);
         let header = Chunk::Header(SnapshotHeader {
             from_node: self.me,
@@ -125,7 +132,10 @@ impl SnapshotSender {
                 tx.blocking_send(chunk(Chunk::Batches(StoredBatches { batches })))
                     .is_ok()
             };
-            let (batches, bytes) = snapshot::read_batches(&db, group, &data, sink)?;
+            let (batches, bytes) = match &data {
+                Some(data) => snapshot::read_batches(&db, group, data, sink)?,
+                None => (0, catalog_bytes),
+            };
             // Only a stream that read everything ends with a trailer.
             tx.blocking_send(chunk(Chunk::Trailer(SnapshotTrailer { batches, bytes })))
                 .map_err(|_| anyhow::anyhow!("the receiver went away"))?;
@@ -168,6 +178,14 @@ pub async fn receive(
     let disk = disk.clone();
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<Received> {
         let opts = Options::default();
+        if group == METADATA_GROUP {
+            // Everything came with the header: only the trailer may follow.
+            return match rx.blocking_recv() {
+                Some(Chunk::Trailer(_)) => metadata::snapshot::write_files(&opts, &dir, &snapshot),
+                Some(_) => anyhow::bail!("record batches in a metadata snapshot"),
+                None => anyhow::bail!("the stream ended before its trailer"),
+            };
+        }
         let mut builder = Builder::new(&opts, &dir, group, index)?;
         while let Some(c) = rx.blocking_recv() {
             // (A snapshot can be as large as the partition: stop before the disk fills.)

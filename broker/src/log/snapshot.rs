@@ -23,13 +23,14 @@ use std::path::{Path, PathBuf};
 use chronik_api::cluster::v1::{PartitionSnapshot, ProducerEntry, StoredBatch};
 use prost::Message as _;
 use prost011::Message as _;
-use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{Snapshot, SnapshotMetadata};
 use raft::StorageError;
 use rocksdb::{
     Direction, IngestExternalFileOptions, IteratorMode, Options, ReadOptions, SstFileWriter,
 };
 
 use super::partition::{AppliedState, IndexedBatch};
+use crate::storage::raft_storage::{self, snapshot_unavailable as unavailable};
 use crate::storage::{self, keys, Db};
 
 /// Bytes of record batches per chunk sent (a chunk holds at least one batch).
@@ -37,10 +38,6 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Length of an offset-index row (see [`IndexedBatch::encode`]).
 const INDEX_ROW_LEN: usize = 36;
-
-fn unavailable() -> raft::Error {
-    raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
-}
 
 fn store_error(e: rocksdb::Error) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
@@ -60,20 +57,8 @@ pub fn describe(db: &Db, group: u64) -> raft::Result<Snapshot> {
     if applied.index == 0 {
         return Err(unavailable());
     }
-    let term = match get(keys::entry_key(group, applied.index))? {
-        Some(raw) if raw.len() >= 8 => storage::entry_term(&raw),
-        // Compacted exactly there: the compaction point keeps its term.
-        _ => match get(keys::group_key(keys::TRUNCATED, group))? {
-            Some(t) if t.len() == 16 && t[0..8] == applied.index.to_be_bytes() => {
-                u64::from_be_bytes(t[8..16].try_into().expect("8 bytes"))
-            }
-            _ => return Err(unavailable()),
-        },
-    };
-    let conf_state = match get(keys::group_key(keys::CONF_STATE, group))? {
-        Some(raw) => ConfState::decode(raw.as_slice()).map_err(|_| unavailable())?,
-        None => return Err(unavailable()),
-    };
+    let term = raft_storage::stored_term(&snap, group, applied.index)?;
+    let conf_state = raft_storage::stored_conf_state(&snap, group)?;
     let prefix = keys::group_key(keys::PRODUCER, group);
     let mut opts = ReadOptions::default();
     opts.set_iterate_upper_bound(keys::prefix_end(&prefix));

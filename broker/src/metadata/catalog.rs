@@ -122,6 +122,11 @@ impl Catalog {
         self.targets.write().unwrap().extend(targets);
     }
 
+    /// Takes on the targets of a catalog restored from a snapshot.
+    pub fn replace_targets(&self, targets: BTreeMap<u64, Vec<u64>>) {
+        *self.targets.write().unwrap() = targets;
+    }
+
     pub fn brokers(&self) -> Vec<BrokerRecord> {
         self.brokers.read().unwrap().values().cloned().collect()
     }
@@ -245,6 +250,14 @@ impl Catalog {
         groups.sort();
         groups.dedup();
         groups
+    }
+
+    /// Takes on the committed offsets of a catalog restored from a snapshot.
+    pub fn replace_offsets(&self, offsets: impl IntoIterator<Item = (String, CommittedOffset)>) {
+        *self.offsets.write().unwrap() = offsets
+            .into_iter()
+            .map(|(group, o)| ((group, o.topic.clone(), o.partition), o))
+            .collect();
     }
 
     pub fn set_offset(&self, group: &str, o: CommittedOffset) {

@@ -3,6 +3,7 @@
 //! producer-id allocation, and committed consumer offsets. Commands are proposed by request handlers and applied by the Raft driver.
 
 pub mod catalog;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -208,12 +209,17 @@ impl MetadataMachine {
             .insert(offset_key_name(group, o));
     }
 
-    pub fn apply(&mut self, index: u64, data: &[u8], wb: &mut WriteBatch) -> Option<Outcome> {
+    /// Records entry `index` as applied: a membership change, or an empty entry.
+    pub fn mark_applied(&mut self, index: u64, wb: &mut WriteBatch) {
         self.applied_index = index;
         wb.put(
             keys::group_key(keys::APPLIED, METADATA_GROUP),
             index.to_be_bytes(),
         );
+    }
+
+    pub fn apply(&mut self, index: u64, data: &[u8], wb: &mut WriteBatch) -> Option<Outcome> {
+        self.mark_applied(index, wb);
         if data.is_empty() {
             return None;
         }
@@ -341,6 +347,55 @@ impl MetadataMachine {
                 Outcome::BrokerRegistered(record)
             }
         }
+    }
+
+    /// What changed from this catalog to `new` (one installed from a snapshot), as the
+    /// outcomes that applying the skipped entries would have had: deletions first (a
+    /// topic deleted and made again under its name is both), then creations, brokers,
+    /// leaving brokers and placement targets. Committed offsets are not among them: the
+    /// catalog takes them whole.
+    pub fn changes_to(&self, new: &MetadataMachine) -> Vec<Outcome> {
+        let same_topic = |name: &String, r: &TopicRecord, other: &BTreeMap<String, TopicRecord>| {
+            other.get(name).is_some_and(|o| o.id == r.id)
+        };
+        let mut changes: Vec<Outcome> = self
+            .topics
+            .iter()
+            .filter(|(name, r)| !same_topic(name, r, &new.topics))
+            .map(|(name, r)| Outcome::TopicDeleted(name.clone(), r.clone()))
+            .collect();
+        changes.extend(
+            new.topics
+                .iter()
+                .filter(|(name, r)| !same_topic(name, r, &self.topics))
+                .map(|(name, r)| Outcome::TopicCreated(name.clone(), r.clone())),
+        );
+        if let Some(id) = new
+            .cluster_id
+            .as_ref()
+            .filter(|id| self.cluster_id.as_ref() != Some(*id))
+        {
+            changes.push(Outcome::ClusterId(id.clone()));
+        }
+        changes.extend(
+            new.brokers
+                .values()
+                .filter(|b| self.brokers.get(&b.id) != Some(*b))
+                .map(|b| Outcome::BrokerRegistered(b.clone())),
+        );
+        if new.leaving != self.leaving {
+            changes.push(Outcome::LeavingSet(new.leaving.iter().copied().collect()));
+        }
+        let targets: Vec<(u64, Vec<u64>)> = new
+            .targets
+            .iter()
+            .filter(|(g, voters)| self.targets.get(g) != Some(*voters))
+            .map(|(g, voters)| (*g, voters.clone()))
+            .collect();
+        if !targets.is_empty() {
+            changes.push(Outcome::TargetsSet(targets));
+        }
+        changes
     }
 
     fn save_counters(&self, wb: &mut WriteBatch) {

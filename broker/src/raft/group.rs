@@ -215,8 +215,11 @@ pub(super) fn apply_entries(
         g.applied = e.index;
         let outcome = if e.entry_type != EntryType::EntryNormal as i32 {
             apply_conf_change(gid, g, &e, wb);
-            if let Some(p) = g.partition.as_mut() {
-                p.mark_applied(e.index, wb);
+            // Membership is stored with the index it was applied at, so that a snapshot
+            // read from disk has the two agree.
+            match g.partition.as_mut() {
+                Some(p) => p.mark_applied(e.index, wb),
+                None => meta.mark_applied(e.index, wb),
             }
             None
         } else if let Some(p) = g.partition.as_mut() {

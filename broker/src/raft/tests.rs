@@ -27,6 +27,7 @@ fn config() -> DriverConfig {
         retention_bytes: -1,
         disk: Default::default(),
         metadata_voters: 0,
+        metadata_snapshot_entries: 0,
     }
 }
 
@@ -164,6 +165,52 @@ async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
     let data = log::read::read(&db, &p, 0, 1 << 20).unwrap();
     let first = i64::from_be_bytes(data[0..8].try_into().unwrap());
     assert_eq!(first, p.log_start());
+    h.shutdown();
+    thread.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_log_compacts_and_a_restart_starts_from_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = storage::open(dir.path()).unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let mut cfg = config();
+    cfg.metadata_snapshot_entries = 20;
+    let (h, thread) = start_single(cfg.clone(), &db, &catalog);
+    for i in 0..150 {
+        create_topic(&h, &format!("t{i}"), 1).await;
+    }
+    let truncated = || {
+        db.get(storage::keys::group_key(storage::keys::TRUNCATED, 0))
+            .unwrap()
+            .map(|raw| u64::from_be_bytes(raw[0..8].try_into().unwrap()))
+    };
+    wait_for("the metadata log's compaction", truncated).await;
+    let first_entry = db
+        .iterator(rocksdb::IteratorMode::From(
+            &storage::keys::entry_key(0, 0),
+            rocksdb::Direction::Forward,
+        ))
+        .next()
+        .unwrap()
+        .unwrap()
+        .0;
+    assert!(
+        storage::keys::u64_suffix(&first_entry) > truncated().unwrap(),
+        "entries up to the compaction point are gone"
+    );
+    h.shutdown();
+    thread.join().unwrap();
+    drop(db);
+
+    // From the catalog on disk and the log after the compaction point: every topic is
+    // back, and the log goes on.
+    let db = storage::open(dir.path()).unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let (h, thread) = start_single(cfg, &db, &catalog);
+    assert_eq!(catalog.topics().len(), 150);
+    let groups = create_topic(&h, "after", 1).await;
+    assert_eq!(groups, vec![151], "group ids go on from the stored counter");
     h.shutdown();
     thread.join().unwrap();
 }

@@ -23,7 +23,8 @@ pub type SnapshotSource = fn(&Db, u64) -> raft::Result<Snapshot>;
 pub struct GroupStorage {
     db: Db,
     group: u64,
-    /// `None` for groups that never compact their log (the metadata group, for now).
+    /// How snapshots are made; `None` until the driver sets it (a group that cannot make
+    /// one never compacts its log).
     snapshots: Option<SnapshotSource>,
     hard_state: HardState,
     conf_state: ConfState,
@@ -370,6 +371,48 @@ impl GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         Ok(out)
+    }
+}
+
+/// What a snapshot reports while a group's stored state cannot make one (raft-rs asks again).
+pub fn snapshot_unavailable() -> raft::Error {
+    raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+}
+
+fn store_error(e: rocksdb::Error) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+/// The term of `group`'s entry `index` in a point-in-time view: from the entry, or from
+/// the compaction point when the log was compacted exactly there.
+pub fn stored_term(snap: &rocksdb::Snapshot<'_>, group: u64, index: u64) -> raft::Result<u64> {
+    if let Some(raw) = snap
+        .get(keys::entry_key(group, index))
+        .map_err(store_error)?
+    {
+        if raw.len() >= 8 {
+            return Ok(super::entry_term(&raw));
+        }
+    }
+    match snap
+        .get(keys::group_key(keys::TRUNCATED, group))
+        .map_err(store_error)?
+    {
+        Some(t) if t.len() == 16 && t[0..8] == index.to_be_bytes() => {
+            Ok(u64::from_be_bytes(t[8..16].try_into().expect("8 bytes")))
+        }
+        _ => Err(snapshot_unavailable()),
+    }
+}
+
+/// `group`'s voters and learners in a point-in-time view.
+pub fn stored_conf_state(snap: &rocksdb::Snapshot<'_>, group: u64) -> raft::Result<ConfState> {
+    match snap
+        .get(keys::group_key(keys::CONF_STATE, group))
+        .map_err(store_error)?
+    {
+        Some(raw) => ConfState::decode(raw.as_slice()).map_err(|_| snapshot_unavailable()),
+        None => Err(snapshot_unavailable()),
     }
 }
 

@@ -188,9 +188,11 @@ impl Driver {
             storage.stage_commit(applied, &mut wb);
             storage::write(&self.db, wb, true)?;
         }
-        if partition.is_some() {
-            storage.set_snapshot_source(crate::log::snapshot::describe);
-        }
+        let snapshots: storage::raft_storage::SnapshotSource = match &partition {
+            Some(_) => crate::log::snapshot::describe,
+            None => crate::metadata::snapshot::describe,
+        };
+        storage.set_snapshot_source(snapshots);
         let sole_voter = raft::Storage::initial_state(&storage)?.conf_state.voters == vec![node_id];
         let config = raft::Config {
             id: node_id,

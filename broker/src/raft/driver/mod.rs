@@ -61,6 +61,9 @@ pub struct DriverConfig {
     pub disk: Arc<storage::DiskSpace>,
     /// Voters the metadata group keeps; 0 picks 3, or 5 from five brokers on.
     pub metadata_voters: usize,
+    /// Applied entries the metadata log gathers (beyond a short tail) before it is
+    /// compacted behind a snapshot of the catalog; 0 never compacts.
+    pub metadata_snapshot_entries: u64,
 }
 
 /// Whether a message is a partition append that would grow a disk short of space (the
@@ -230,6 +233,9 @@ impl Driver {
                     self.drop_removed_replica(gid);
                 }
                 self.keep_metadata_quorum();
+                if let Err(e) = self.compact_metadata_log() {
+                    tracing::warn!(error = %e, "compacting the metadata log failed");
+                }
                 next_tick = now + self.cfg.tick;
             }
             if now >= next_retention {

@@ -1,17 +1,20 @@
-//! Raft snapshots in the driver. A leader's snapshot of a partition is made by raft-rs
-//! through the group's storage (`log::snapshot::describe`) and leaves through the
-//! transport, which streams it and reports back here. A follower's arrives whole on its
-//! disk (the cluster service received it) and is stepped into its group; the Ready that
-//! restores it hands the files to the log writer, which ingests them ahead of everything
-//! staged after, and once that write is reported the partition's state machine is loaded
-//! again from what was installed.
+//! Raft snapshots in the driver. A leader's snapshot is made by raft-rs through the
+//! group's storage (`log::snapshot::describe` for a partition, `metadata::snapshot::
+//! describe` for the metadata group, whose log the driver compacts here) and leaves
+//! through the transport, which streams it and reports back here. A follower's arrives
+//! whole on its disk (the cluster service received it) and is stepped into its group; the
+//! Ready that restores it hands the files to the log writer, which ingests them ahead of
+//! everything staged after, and once that write is reported the partition's state machine
+//! (or the catalog) is loaded again from what was installed.
 
 use raft::eraftpb::Message;
 use raft::SnapshotStatus;
+use rocksdb::WriteBatch;
 
 use super::Driver;
 use crate::log::snapshot::Received;
 use crate::log::PartitionMachine;
+use crate::metadata::{MetadataMachine, METADATA_GROUP};
 use crate::metrics;
 
 impl Driver {
@@ -29,7 +32,7 @@ impl Driver {
             );
             return;
         };
-        if g.partition.is_none() || g.restoring.is_some() {
+        if g.restoring.is_some() {
             tracing::warn!(
                 group = gid,
                 "snapshot not taken: the group cannot install one now"
@@ -74,7 +77,8 @@ impl Driver {
     }
 
     /// Once the write with Ready `number` landed: if it installed the group's snapshot,
-    /// loads the partition's state from disk and lets raft-rs apply from there.
+    /// loads the partition's state (or the catalog) from disk and lets raft-rs apply from
+    /// there.
     pub(super) fn finish_restore(&mut self, gid: u64, number: u64) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
@@ -86,6 +90,8 @@ impl Driver {
             return;
         }
         g.restoring = None;
+        g.applied = index;
+        g.node.advance_apply_to(index);
         if let Some(p) = g.partition.as_mut() {
             p.shared.clear_unflushed();
             match PartitionMachine::load(&self.db, p.shared.clone()) {
@@ -103,8 +109,57 @@ impl Driver {
                 high_watermark = p.shared.high_watermark(),
                 "partition restored from a snapshot"
             );
+        } else if let Err(e) = self.restore_catalog(index) {
+            tracing::error!(error = %e, "loading an installed metadata snapshot failed; stopping");
+            std::process::exit(70);
         }
-        g.applied = index;
-        g.node.advance_apply_to(index);
+    }
+
+    /// Takes on the catalog a metadata snapshot installed: the machine is loaded again
+    /// from disk, and what changed is done as applying the skipped entries would have
+    /// done it (topics opened or deleted, replicas moved here, brokers and targets known).
+    fn restore_catalog(&mut self, index: u64) -> anyhow::Result<()> {
+        let (restored, offsets) = MetadataMachine::load(&self.db)?;
+        let changes = self.meta.changes_to(&restored);
+        self.meta = restored;
+        self.catalog.replace_offsets(offsets);
+        self.catalog.replace_targets(self.meta.targets.clone());
+        metrics::METADATA_SNAPSHOTS_RESTORED.inc();
+        tracing::info!(
+            index,
+            topics = self.meta.topics.len(),
+            brokers = self.meta.brokers.len(),
+            changes = changes.len(),
+            "metadata restored from a snapshot"
+        );
+        for change in changes {
+            self.apply_effect(change)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts the metadata log behind what this broker applied once it holds more than
+    /// `metadata_snapshot_entries` entries beyond [`METADATA_LOG_TAIL`]: members that
+    /// need older entries get a snapshot of the catalog instead.
+    pub(super) fn compact_metadata_log(&mut self) -> anyhow::Result<()> {
+        let every = self.cfg.metadata_snapshot_entries;
+        let Some(g) = self.groups.get_mut(&METADATA_GROUP) else {
+            return Ok(());
+        };
+        let first = raft::Storage::first_index(g.node.store())?;
+        let upto = self.meta.applied_index.saturating_sub(METADATA_LOG_TAIL);
+        if every == 0 || g.restoring.is_some() || upto < first + every {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        g.node.mut_store().stage_compact(upto, &mut wb)?;
+        tracing::info!(compacted_to = upto, "metadata log compacted");
+        metrics::METADATA_LOG_COMPACTIONS.inc();
+        self.persist(wb, vec![], vec![])
     }
 }
+
+/// Entries the metadata log keeps below the applied index when it compacts: a member a
+/// little behind (an append on its way, a short restart) catches up from the log, not
+/// from a snapshot.
+pub const METADATA_LOG_TAIL: u64 = 100;
