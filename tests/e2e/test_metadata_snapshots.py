@@ -90,6 +90,7 @@ def test_a_broker_down_while_the_catalog_moved_on_catches_up_from_a_snapshot(
     # Broker 3 is away while the old topic is deleted, a new one made, and the log
     # compacted past everything broker 3 has.
     brokers[2].kill9()
+    time.sleep(4)  # past the liveness window: new topics are placed on live brokers only
     up = brokers[:2]
     a = admin(bootstrap(up))
     a.delete_topics([old], request_timeout=30)[old].result(30)
