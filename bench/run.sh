@@ -24,6 +24,10 @@
 #   BENCH_SKIP_IDLE      1: skip the idle 1,000-partition Chronik measurement
 #   BENCH_IDLE_WAIT      seconds the idle Chronik sits before its RSS is read (default 10)
 #   BENCH_OUT            markdown results file (default bench/last-results.md)
+#   BENCH_JSON           the same figures as JSON {date, commit, machine, metrics: {NAME: {chronik,
+#                        kafka, ratio}}} (default bench/last-results.json)
+#   BENCH_FIXED_RATE_MBS produce rate of the fixed-rate latency run (default 20 MB/s)
+#   BENCH_FIXED_SECONDS  length of the fixed-rate run (default 15)
 #   BENCH_WORK           scratch dir: data dirs, broker and tool logs (default ${TMPDIR:-/tmp}/chronik-bench)
 #   BENCH_KEEP_DATA      1: keep the brokers' data dirs after the run
 #   BENCH_STRICT         1: exit non-zero when a target is not met (default: only when a step fails)
@@ -44,6 +48,9 @@ RECORD_SIZE="${BENCH_RECORD_SIZE:-1024}"
 PARTITIONS="${BENCH_PARTITIONS:-6}"
 ONLY="${BENCH_ONLY:-}"
 IDLE_WAIT="${BENCH_IDLE_WAIT:-10}"
+FIXED_RATE_MBS="${BENCH_FIXED_RATE_MBS:-20}"
+FIXED_SECONDS="${BENCH_FIXED_SECONDS:-15}"
+OUT_JSON="${BENCH_JSON:-$repo/bench/last-results.json}"
 OUT_MD="${BENCH_OUT:-$repo/bench/last-results.md}"
 WORK="${BENCH_WORK:-${TMPDIR:-/tmp}/chronik-bench}"
 STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-180}"
@@ -124,6 +131,8 @@ cpu_busy_pct() { # share of all CPUs busy over the next 2 s
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }  # user + system, in clock ticks
+write_bytes() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io" 2>/dev/null; }  # bytes it sent to storage
+per_mb() { awk -v t0="$1" -v t1="$2" -v hz="$CLK_TCK" -v mb="$3" 'BEGIN { if (mb > 0) printf "%.2f", 1000 * (t1 - t0) / hz / mb }'; }
 
 # create_topics BOOTSTRAP TIMEOUT_S NAME:PARTITIONS...  (RF 1), then wait until every partition
 # has a leader in Metadata. Uses confluent-kafka (librdkafka).
@@ -245,9 +254,11 @@ bench_broker() { # bench_broker chronik|kafka
   log "[$b] ProducerPerformance: $RECORDS x $RECORD_SIZE B, acks=all"
   local plog="$WORK/$b-producer.log" ptime="$WORK/$b-producer.cpu" broker_t0 broker_t1
   broker_t0="$(cpu_ticks "$pid")"; local stat0; stat0="$(head -n 1 /proc/stat)"
+  local io0; io0="$(write_bytes "$pid")"
   # bash's `time` reports the tool's user and system CPU seconds (JVM start-up included)
   { TIMEFORMAT='%U %S'; time perf_java org.apache.kafka.tools.ProducerPerformance "${pargs[@]}" >"$plog" 2>&1; } 2>"$ptime" || rc=$?
   broker_t1="$(cpu_ticks "$pid")"; put "$b.machine_busy" "$(busy_between "$stat0" "$(head -n 1 /proc/stat)")"
+  local io1; io1="$(write_bytes "$pid")"
   local summary sent rps mbps avg max p50 p95 p99 p999
   summary="$(grep -E '^[0-9]+ records sent, .* 99\.9th\.' "$plog" | tail -n 1 || true)"
   if [[ $rc -ne 0 || -z "$summary" ]]; then
@@ -273,13 +284,21 @@ bench_broker() { # bench_broker chronik|kafka
   put "$b.broker_cpu_s" "$broker_s"; put "$b.tool_cpu_s" "$tool_s"
   put "$b.broker_cpu_ms_mb" "$(awk -v c="$broker_s" -v m="$mb" 'BEGIN { if (m > 0) printf "%.2f", 1000 * c / m }')"
   put "$b.tool_cpu_ms_mb" "$(awk -v c="$tool_s" -v m="$mb" 'BEGIN { if (m > 0) printf "%.2f", 1000 * c / m }')"
+  # Bytes the broker had written to storage per byte produced (WAL, data files, compactions
+  # so far; Kafka's page-cache writes count when dirtied, flushed or not).
+  if [[ -n "$io0" && -n "$io1" ]]; then
+    put "$b.disk_write_per_byte" "$(awk -v a="$io0" -v z="$io1" -v n="$sent" -v s="$RECORD_SIZE" 'BEGIN { if (n > 0) printf "%.2f", (z - a) / (n * s) }')"
+  fi
 
   # -- consume
   local cargs=(--bootstrap-server "$bootstrap" --topic bench --messages "$RECORDS" --timeout 30000)
   note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ConsumerPerformance $(quote "${cargs[@]}")"
   log "[$b] ConsumerPerformance: $RECORDS records"
   local clog="$WORK/$b-consumer.log"; rc=0
+  local cons_t0 cons_t1; cons_t0="$(cpu_ticks "$pid")"
   perf_java org.apache.kafka.tools.ConsumerPerformance "${cargs[@]}" >"$clog" 2>&1 || rc=$?
+  cons_t1="$(cpu_ticks "$pid")"
+  put "$b.cons_cpu_ms_mb" "$(per_mb "$cons_t0" "$cons_t1" "$mb")"
   local header values
   header="$(grep -E '^start\.time, ' "$clog" | tail -n 1 || true)"
   values="$(grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]+, ' "$clog" | tail -n 1 || true)"
@@ -307,12 +326,38 @@ bench_broker() { # bench_broker chronik|kafka
   [[ -n "$hwm" ]] || { log "[$b] cannot read /proc/$pid/status (broker died?)"; return 1; }
   put "$b.peak_rss_mib" "$(mib "$hwm")"; put "$b.end_rss_mib" "$(mib "$rss")"
   log "[$b] peak RSS $(mib "$hwm") MiB, RSS now $(mib "$rss") MiB"
+  fixed_rate "$b" "$bootstrap"
+
   # valid: every record acknowledged without error and consumed back
   if [[ "$sent" == "$RECORDS" && "$errs" == 0 && "${c[data.consumed.in.nMsg]:-}" == "$RECORDS" ]]; then
     put "$b.valid" yes
   else
     put "$b.valid" NO; log "[$b] WARNING: run not valid (acked $sent, exception lines $errs, consumed ${c[data.consumed.in.nMsg]:-?} of $RECORDS)"
   fi
+}
+
+# Produce latency at a rate neither broker saturates: BENCH_FIXED_RATE_MBS for
+# BENCH_FIXED_SECONDS into the same topic, acks=all, after the saturated runs.
+fixed_rate() { # fixed_rate chronik|kafka BOOTSTRAP
+  local b="$1" bootstrap="$2" rc=0
+  local rate=$((FIXED_RATE_MBS * 1048576 / RECORD_SIZE))
+  # shellcheck disable=SC2206
+  local fargs=(--topic bench --num-records "$((rate * FIXED_SECONDS))" --record-size "$RECORD_SIZE"
+               --throughput "$rate" --producer-props "bootstrap.servers=$bootstrap" acks=all ${BENCH_PRODUCER_PROPS:-})
+  note_cmd "java $TOOL_HEAP -cp '<jars>/*' org.apache.kafka.tools.ProducerPerformance $(quote "${fargs[@]}")   # fixed rate"
+  log "[$b] ProducerPerformance at a fixed $FIXED_RATE_MBS MB/s ($rate records/s) for ${FIXED_SECONDS}s"
+  local flog="$WORK/$b-fixed-rate.log"
+  perf_java org.apache.kafka.tools.ProducerPerformance "${fargs[@]}" >"$flog" 2>&1 || rc=$?
+  local summary
+  summary="$(grep -E '^[0-9]+ records sent, .* 99\.9th\.' "$flog" | tail -n 1 || true)"
+  if [[ $rc -ne 0 || -z "$summary" ]]; then
+    log "[$b] fixed-rate ProducerPerformance failed (exit $rc); last output ($flog):"; tail -n 30 "$flog" >&2; return $((rc ? rc : 1))
+  fi
+  echo "$summary" >&2
+  put "$b.fixed_summary" "$summary"
+  local p50 p99 p999
+  read -r p50 p99 p999 < <(echo "$summary" | sed -E 's/^.* ([0-9]+) ms 50th, [0-9]+ ms 95th, ([0-9]+) ms 99th, ([0-9]+) ms 99\.9th\.$/\1 \2 \3/')
+  put "$b.fixed_p50" "$p50"; put "$b.fixed_p99" "$p99"; put "$b.fixed_p999" "$p999"
 }
 
 idle_chronik() {
@@ -416,6 +461,11 @@ rows=(
   "machine_busy|all CPUs busy during produce (%)"
   "broker_cpu_s|broker CPU during produce (s)"
   "broker_cpu_ms_mb|broker CPU per MB produced (ms)"
+  "cons_cpu_ms_mb|broker CPU per MB consumed (ms)"
+  "disk_write_per_byte|bytes written to disk per byte produced"
+  "fixed_p50|fixed-rate produce p50 latency (ms)"
+  "fixed_p99|fixed-rate produce p99 latency (ms)"
+  "fixed_p999|fixed-rate produce p99.9 latency (ms)"
   "tool_cpu_s|producer tool CPU (s)"
   "tool_cpu_ms_mb|producer tool CPU per MB (ms)"
   "peak_rss_mib|broker peak RSS, VmHWM (MiB)"
@@ -512,9 +562,12 @@ mkdir -p "$(dirname "$OUT_MD")"
   fi
   if ((${#FAILED[@]})); then echo "**Failed phases:** ${FAILED[*]} (see the logs of the run in \`$WORK\`)."; echo; fi
   echo "Notes: peak RSS is the broker process's VmHWM (for Kafka, the broker's java process, heap"
-  echo "${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}). Latencies are ProducerPerformance's, measured at full throughput,"
-  echo "so they include time queued in the producer. \"incl. group join\" rates are ConsumerPerformance's MB.sec/nMsg.sec"
-  echo "(whole run); \"fetch only\" excludes the consumer group rebalance."
+  echo "${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}). \"produce\" latencies are ProducerPerformance's at full throughput,"
+  echo "so they include time queued in the producer; \"fixed-rate\" ones come from a run at $FIXED_RATE_MBS MB/s for ${FIXED_SECONDS}s"
+  echo "(after the consume), a rate neither broker saturates. \"incl. group join\" rates are ConsumerPerformance's"
+  echo "MB.sec/nMsg.sec (whole run); \"fetch only\" excludes the consumer group rebalance. Broker CPU per MB is the"
+  echo "broker process's user + system time during the run over the MB produced or consumed; bytes written to disk"
+  echo "per byte produced are its /proc/PID/io write_bytes during the produce (WAL, data, compactions so far)."
   echo
   echo "## Tool summary lines"
   echo
@@ -522,6 +575,7 @@ mkdir -p "$(dirname "$OUT_MD")"
   for b in chronik kafka; do
     [[ -n "$(r "$b.prod_summary")" ]] && echo "$b ProducerPerformance: $(r "$b.prod_summary")"
     [[ -n "$(r "$b.cons_summary")" ]] && echo "$b ConsumerPerformance: $(r "$b.cons_summary")"
+    [[ -n "$(r "$b.fixed_summary")" ]] && echo "$b ProducerPerformance at $FIXED_RATE_MBS MB/s: $(r "$b.fixed_summary")"
   done
   echo '```'
   echo
@@ -548,6 +602,41 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo '```'
 } > "$OUT_MD"
 log "wrote $OUT_MD"
+
+# The figures as JSON, under the names issue 12 and later runs compare by.
+RESULTS="$RESULTS" OUT_JSON="$OUT_JSON" STARTED="$started_at" CPU="${machine_cpu:-unknown}" \
+  COMMIT="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$PYTHON" - <<'PY'
+import json, os
+results = {}
+for line in open(os.environ["RESULTS"]):
+    key, _, value = line.rstrip("\n").partition("=")
+    results[key] = value
+names = {
+    "produce_cpu_ms_per_mb": "broker_cpu_ms_mb", "consume_cpu_ms_per_mb": "cons_cpu_ms_mb",
+    "disk_write_bytes_per_byte": "disk_write_per_byte", "fixed_rate_p50_ms": "fixed_p50",
+    "fixed_rate_p99_ms": "fixed_p99", "fixed_rate_p999_ms": "fixed_p999",
+    "fetch_only_mb_s": "cons_fetch_mbps", "peak_rss_mib": "peak_rss_mib",
+    "produce_mb_s": "prod_mbps", "produce_p99_ms": "prod_p99",
+    "producer_tool_cpu_ms_per_mb": "tool_cpu_ms_mb",
+}
+def number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+metrics = {}
+for name, key in names.items():
+    c, k = number(results.get(f"chronik.{key}")), number(results.get(f"kafka.{key}"))
+    metrics[name] = {"chronik": c, "kafka": k, "ratio": round(c / k, 3) if c is not None and k else None}
+for name, key in {"idle_rss_mib_1000_partitions": "idle.rss_mib"}.items():
+    metrics[name] = {"chronik": number(results.get(key)), "kafka": None, "ratio": None}
+doc = {"date": os.environ["STARTED"], "commit": os.environ["COMMIT"], "machine": os.environ["CPU"],
+       "metrics": metrics}
+with open(os.environ["OUT_JSON"], "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+PY
+log "wrote $OUT_JSON"
 
 if ((${#FAILED[@]})); then exit 1; fi
 if [[ "${BENCH_STRICT:-0}" == 1 ]]; then
