@@ -10,8 +10,8 @@
 # records) into `bench` and ConsumerPerformance over the same records, and read the broker's
 # peak RSS (VmHWM). CPU seconds used by the broker and by the producer tool during the measured
 # produce are read too: on a small machine the producer's own CPU bounds every broker's
-# throughput, and the report says where that bound lies. Then an idle Chronik with 1,000
-# partitions (10 topics x 100): its RSS after BENCH_IDLE_WAIT seconds.
+# throughput, and the report says where that bound lies. Then an idle Chronik with 1,000 and
+# one with 10,000 partitions (topics of 100): RSS and CPU use while doing nothing.
 # Prints a table (Chronik, Kafka, Chronik/Kafka, targets) and writes it as markdown to BENCH_OUT.
 #
 # Environment:
@@ -21,8 +21,9 @@
 #   BENCH_RECORD_SIZE    bytes per record (default 1024)
 #   BENCH_PARTITIONS     partitions of topic `bench` (default 6)
 #   BENCH_ONLY           chronik | kafka: run one broker only (default: both)
-#   BENCH_SKIP_IDLE      1: skip the idle 1,000-partition Chronik measurement
-#   BENCH_IDLE_WAIT      seconds the idle Chronik sits before its RSS is read (default 10)
+#   BENCH_SKIP_IDLE      1: skip the idle Chronik measurements
+#   BENCH_IDLE_PARTITIONS partition counts of the idle Chronik measurements (default "1000 10000")
+#   BENCH_IDLE_WAIT      seconds over which an idle Chronik's CPU use is measured (default 10)
 #   BENCH_OUT            markdown results file (default bench/last-results.md)
 #   BENCH_JSON           the same figures as JSON {date, commit, machine, metrics: {NAME: {chronik,
 #                        kafka, ratio}}} (default bench/last-results.json)
@@ -48,6 +49,7 @@ RECORD_SIZE="${BENCH_RECORD_SIZE:-1024}"
 PARTITIONS="${BENCH_PARTITIONS:-6}"
 ONLY="${BENCH_ONLY:-}"
 IDLE_WAIT="${BENCH_IDLE_WAIT:-10}"
+IDLE_PARTITIONS="${BENCH_IDLE_PARTITIONS:-1000 10000}"
 FIXED_RATE_MBS="${BENCH_FIXED_RATE_MBS:-20}"
 FIXED_SECONDS="${BENCH_FIXED_SECONDS:-15}"
 OUT_JSON="${BENCH_JSON:-$repo/bench/last-results.json}"
@@ -113,6 +115,7 @@ trap 'exit 143' TERM
 # helpers
 
 put() { echo "$1=$2" >> "$RESULTS"; }            # record a result
+r_env() { awk -F= -v k="$1" '$1 == k { v = $2 } END { print v }' "$RESULTS"; }  # read one back
 note_cmd() { printf '%s\n' "$*" >> "$CMDS"; }     # record a command for the report
 quote() { local s="" a; for a in "$@"; do s+="$(printf '%q' "$a") "; done; echo "${s% }"; }
 
@@ -360,25 +363,28 @@ fixed_rate() { # fixed_rate chronik|kafka BOOTSTRAP
   put "$b.fixed_p50" "$p50"; put "$b.fixed_p99" "$p99"; put "$b.fixed_p999" "$p999"
 }
 
+# idle_chronik PARTITIONS: an idle Chronik holding PARTITIONS partitions (topics of 100):
+# its RSS, and its CPU use over BENCH_IDLE_WAIT seconds of doing nothing.
 idle_chronik() {
-  start_chronik "$WORK/chronik-data-idle" "$WORK/chronik-idle.log"
+  local n="$1" k="idle$1"
+  start_chronik "$WORK/chronik-data-$k" "$WORK/chronik-$k.log"
   local pid; pid="$(cat "$CHRONIK_PID_FILE")"
-  local specs=() t
-  for t in $(seq 0 9); do specs+=("idle-$t:100"); done
-  note_cmd "$PYTHON <confluent-kafka AdminClient> create_topics(idle-0..idle-9, partitions=100 each, replication_factor=1) on $CHRONIK_KAFKA_ADDR; sleep $IDLE_WAIT; read VmRSS"
-  log "[chronik-idle] creating 10 topics x 100 partitions"
+  local specs=() t topics=$((n / 100))
+  for t in $(seq 1 "$topics"); do specs+=("idle-$t:100"); done
+  note_cmd "$PYTHON <confluent-kafka AdminClient> create_topics(idle-1..idle-$topics, partitions=100 each, replication_factor=1) on $CHRONIK_KAFKA_ADDR; sleep 5; read CPU time for ${IDLE_WAIT}s and VmRSS"
+  log "[chronik-$k] creating $topics topics x 100 partitions"
   local t0=$SECONDS
-  create_topics "$CHRONIK_KAFKA_ADDR" 180 "${specs[@]}"
-  put idle.create_s "$((SECONDS - t0))"
-  log "[chronik-idle] waiting ${IDLE_WAIT}s"
-  sleep "$IDLE_WAIT"
+  create_topics "$CHRONIK_KAFKA_ADDR" 600 "${specs[@]}"
+  put "$k.create_s" "$((SECONDS - t0))"
+  sleep 5  # (the elections' aftermath settles)
+  log "[chronik-$k] measuring ${IDLE_WAIT}s of idleness"
+  local c0 c1; c0="$(cpu_ticks "$pid")"; sleep "$IDLE_WAIT"; c1="$(cpu_ticks "$pid")"
+  put "$k.cpu_pct" "$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" -v s="$IDLE_WAIT" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / s }')"
   local rss hwm
   rss="$(status_kib "$pid" VmRSS)"; hwm="$(status_kib "$pid" VmHWM)"
-  [[ -n "$rss" ]] || { log "[chronik-idle] cannot read /proc/$pid/status (broker died?)"; return 1; }
-  put idle.rss_mib "$(mib "$rss")"; put idle.hwm_mib "$(mib "$hwm")"
-  put idle.threads "$(status_kib "$pid" Threads)"
-  log "[chronik-idle] RSS $(mib "$rss") MiB (peak $(mib "$hwm") MiB)"
-  put idle.ok 1
+  [[ -n "$rss" ]] || { log "[chronik-$k] cannot read /proc/$pid/status (broker died?)"; return 1; }
+  put "$k.rss_mib" "$(mib "$rss")"; put "$k.hwm_mib" "$(mib "$hwm")"
+  log "[chronik-$k] RSS $(mib "$rss") MiB (peak $(mib "$hwm") MiB), CPU $(r_env "$k.cpu_pct")% of a core"
 }
 
 run_phase() { # run_phase NAME FUNC ARGS...: isolated so one broker's failure doesn't stop the other
@@ -422,7 +428,9 @@ t_start=$SECONDS
 # (not `want x && run_phase`: inside an && list bash ignores set -e in the phase's subshell too)
 if want chronik; then run_phase chronik bench_broker chronik; fi
 if want kafka; then run_phase kafka bench_broker kafka; fi
-if want chronik && [[ "${BENCH_SKIP_IDLE:-0}" != 1 ]]; then run_phase idle idle_chronik; fi
+if want chronik && [[ "${BENCH_SKIP_IDLE:-0}" != 1 ]]; then
+  for n in $IDLE_PARTITIONS; do run_phase "idle$n" idle_chronik "$n"; done
+fi
 elapsed=$((SECONDS - t_start))
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -482,7 +490,9 @@ t_rss="$(cmp_ok 'a < b / 4' "$(r chronik.peak_rss_mib)" "$(r kafka.peak_rss_mib)
 if [[ -n "$valid_note" ]]; then
   t_tput+=" (run not valid)"; t_p99+=" (run not valid)"; t_rss+=" (run not valid)"
 fi
-t_idle="$(cmp_ok 'a < b' "$(r idle.rss_mib)" 300)"
+t_idle="$(cmp_ok 'a < b' "$(r idle1000.rss_mib)" 300)"
+t_idle_rss="$(cmp_ok 'a < b' "$(r idle10000.rss_mib)" 100)"
+t_idle_cpu="$(cmp_ok 'a < b' "$(r idle10000.cpu_pct)" 1)"
 # The producer tool shares this machine's cores with the broker: a broker using no CPU at all
 # could not be produced to faster than cores x 1000 / (tool CPU ms per MB). Reported so that a
 # throughput ratio is read against what this machine allows.
@@ -513,13 +523,17 @@ java_ver="$("$JAVA" -version 2>&1 | head -n 1)"
     printf '%-44s %14s %14s %14s\n' "$label" "$(dash "$(r "chronik.$k")")" "$(dash "$(r "kafka.$k")")" \
       "$(ratio "$(r "chronik.$k")" "$(r "kafka.$k")")"
   done
-  printf '%-44s %14s %14s %14s\n' "idle, 1000 partitions: RSS (MiB)" "$(dash "$(r idle.rss_mib)")" - -
-  printf '%-44s %14s %14s %14s\n' "idle, 1000 partitions: peak (MiB)" "$(dash "$(r idle.hwm_mib)")" - -
+  for n in $IDLE_PARTITIONS; do
+    printf '%-44s %14s %14s %14s\n' "idle, $n partitions: RSS (MiB)" "$(dash "$(r "idle$n.rss_mib")")" - -
+    printf '%-44s %14s %14s %14s\n' "idle, $n partitions: CPU (% of a core)" "$(dash "$(r "idle$n.cpu_pct")")" - -
+  done
   printf '\nTargets\n'
   printf '  %-58s %s\n' "Chronik produce throughput >= 2x Kafka's" "$t_tput"
   printf '  %-58s %s\n' "Chronik p99 produce latency < Kafka's" "$t_p99"
   printf '  %-58s %s\n' "Chronik peak RSS < 1/4 of Kafka's" "$t_rss"
   printf '  %-58s %s\n' "idle Chronik with 1,000 partitions < 300 MiB RSS" "$t_idle"
+  printf '  %-58s %s\n' "idle Chronik with 10,000 partitions < 100 MiB RSS" "$t_idle_rss"
+  printf '  %-58s %s\n' "idle Chronik with 10,000 partitions < 1% of a core" "$t_idle_cpu"
   [[ -z "$ceiling_note" ]] || printf '  %s\n  %s\n' "$ceiling_note" "$budget_note"
   [[ -z "$valid_note" ]] || printf '  %s\n' "$valid_note"
   ((${#FAILED[@]})) && printf '\nFAILED phases: %s (logs in %s)\n' "${FAILED[*]}" "$WORK"
@@ -542,9 +556,11 @@ mkdir -p "$(dirname "$OUT_MD")"
     k="${row%%|*}"; label="${row#*|}"
     echo "| $label | $(dash "$(r "chronik.$k")") | $(dash "$(r "kafka.$k")") | $(ratio "$(r "chronik.$k")" "$(r "kafka.$k")") |"
   done
-  echo "| idle, 1000 partitions: RSS after ${IDLE_WAIT}s (MiB) | $(dash "$(r idle.rss_mib)") | - | - |"
-  echo "| idle, 1000 partitions: peak RSS (MiB) | $(dash "$(r idle.hwm_mib)") | - | - |"
-  echo "| idle, 1000 partitions: time to create and elect (s) | $(dash "$(r idle.create_s)") | - | - |"
+  for n in $IDLE_PARTITIONS; do
+    echo "| idle, $n partitions: RSS (MiB) | $(dash "$(r "idle$n.rss_mib")") | - | - |"
+    echo "| idle, $n partitions: CPU over ${IDLE_WAIT}s (% of a core) | $(dash "$(r "idle$n.cpu_pct")") | - | - |"
+    echo "| idle, $n partitions: time to create and elect (s) | $(dash "$(r "idle$n.create_s")") | - | - |"
+  done
   echo
   echo "## Targets"
   echo
@@ -554,6 +570,8 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo "| Chronik p99 produce latency < Kafka's | $t_p99 |"
   echo "| Chronik peak RSS < 1/4 of Kafka's | $t_rss |"
   echo "| idle Chronik with 1,000 partitions < 300 MiB RSS | $t_idle |"
+  echo "| idle Chronik with 10,000 partitions < 100 MiB RSS | $t_idle_rss |"
+  echo "| idle Chronik with 10,000 partitions < 1% of a core | $t_idle_cpu |"
   echo
   if [[ -n "$ceiling_note" ]]; then echo "Throughput bound: $ceiling_note; $budget_note."; echo; fi
   if [[ -n "$valid_note" ]]; then echo "**$valid_note**"; echo; fi
@@ -628,7 +646,10 @@ metrics = {}
 for name, key in names.items():
     c, k = number(results.get(f"chronik.{key}")), number(results.get(f"kafka.{key}"))
     metrics[name] = {"chronik": c, "kafka": k, "ratio": round(c / k, 3) if c is not None and k else None}
-for name, key in {"idle_rss_mib_1000_partitions": "idle.rss_mib"}.items():
+for name, key in {"idle_rss_mib_1000_partitions": "idle1000.rss_mib",
+                  "idle_cpu_pct_1000_partitions": "idle1000.cpu_pct",
+                  "idle_rss_mib_10000_partitions": "idle10000.rss_mib",
+                  "idle_cpu_pct_10000_partitions": "idle10000.cpu_pct"}.items():
     metrics[name] = {"chronik": number(results.get(key)), "kafka": None, "ratio": None}
 doc = {"date": os.environ["STARTED"], "commit": os.environ["COMMIT"], "machine": os.environ["CPU"],
        "metrics": metrics}
@@ -640,6 +661,6 @@ log "wrote $OUT_JSON"
 
 if ((${#FAILED[@]})); then exit 1; fi
 if [[ "${BENCH_STRICT:-0}" == 1 ]]; then
-  for t in "$t_tput" "$t_p99" "$t_rss" "$t_idle"; do [[ "$t" == MET ]] || exit 3; done
+  for t in "$t_tput" "$t_p99" "$t_rss" "$t_idle" "$t_idle_rss" "$t_idle_cpu"; do [[ "$t" == MET ]] || exit 3; done
 fi
 exit 0
