@@ -25,8 +25,12 @@ pub async fn report_loop(broker: Arc<Broker>, shutdown: Shutdown) {
             _ = interval.tick() => {}
             _ = shutdown.clone().wait() => return,
         }
+        let peers = broker.peers.ids();
+        if peers.is_empty() {
+            continue; // (a single broker: no one to tell, and its thousands of leaderships cost)
+        }
         let report = build_report(&broker);
-        for peer in broker.peers.ids() {
+        for peer in peers {
             let Some(channel) = broker.peers.channel(peer) else {
                 continue;
             };

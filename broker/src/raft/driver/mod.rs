@@ -74,6 +74,16 @@ fn refused_when_full(gid: u64, m: &Message) -> bool {
         && !m.entries.is_empty()
 }
 
+/// Whether this node leads the group alone (no other voter, no learner): nothing in such
+/// a group runs on a clock (no peer to send heartbeats to or to hear from, no election to
+/// time, an in-sync set that is always just this node), so it is not ticked. A single
+/// broker's partitions, and a single-replica topic's on any broker, cost nothing while
+/// idle; a move that adds a replica sets a target first, and targeted groups are ticked.
+fn leads_alone(node: &raft::RawNode<GroupStorage>) -> bool {
+    let raft = &node.raft;
+    raft.state == raft::StateRole::Leader && raft.prs().iter().len() == 1
+}
+
 /// Ticks of a new group during which its preferred leader retries its campaign.
 const PREFERRED_CAMPAIGN_TICKS: u8 = 9;
 
@@ -168,7 +178,7 @@ impl Driver {
             driver.open_topic(&name, &record)?;
         }
         // Replay what was committed but not yet applied before the last shutdown.
-        while driver.handle_readies()? {}
+        while driver.handle_readies(None)? {}
         driver.flush_outbox();
         let (writer_tx, writer_thread) = writer::start(driver.db.clone(), tx.clone(), write_hook)?;
         driver.writer = Some(writer_tx);
@@ -193,8 +203,14 @@ impl Driver {
             self.pulse.beat();
             fail::fail_point!("raft-driver");
             let wait = next_tick.saturating_duration_since(Instant::now());
+            // Which groups may have a Ready this round: after any message, any group;
+            // after a tick alone, only the groups ticked (an idle broker's groups that
+            // lead alone are neither ticked nor looked at).
+            let mut ticked: Vec<u64> = Vec::new();
+            let mut messaged = false;
             match self.rx.recv_timeout(wait) {
                 Ok(msg) => {
+                    messaged = true;
                     if !self.handle_msg(msg) {
                         break;
                     }
@@ -212,10 +228,17 @@ impl Driver {
             if now >= next_tick {
                 let me = self.cfg.node_id;
                 let mut removed = Vec::new();
+                // (The metadata group's quorum keeping below may propose in it.)
+                let mut ticked_now = vec![metadata::METADATA_GROUP];
                 for (gid, g) in self.groups.iter_mut() {
+                    let target = self.meta.targets.get(gid);
+                    if target.is_none() && leads_alone(&g.node) {
+                        continue;
+                    }
+                    ticked_now.push(*gid);
                     g.node.tick();
                     retry_preferred_campaign(g);
-                    if let Some(target) = self.meta.targets.get(gid) {
+                    if let Some(target) = target {
                         step_towards_target(*gid, g, target, me);
                         if replica_removed(g, target, me) {
                             removed.push(*gid);
@@ -237,6 +260,9 @@ impl Driver {
                     tracing::warn!(error = %e, "compacting the metadata log failed");
                 }
                 next_tick = now + self.cfg.tick;
+                ticked_now.sort_unstable();
+                ticked_now.dedup(); // (each group's Ready is taken once a round)
+                ticked = ticked_now;
             }
             if now >= next_retention {
                 if let Err(e) = self.enforce_retention() {
@@ -247,9 +273,13 @@ impl Driver {
                 }
                 next_retention = now + self.cfg.retention_check;
             }
+            let mut scope = (!messaged).then_some(ticked);
             loop {
-                match self.handle_readies() {
-                    Ok(true) => continue,
+                match self.handle_readies(scope.as_deref()) {
+                    Ok(true) => {
+                        scope = None; // (what it handled may have led to more anywhere)
+                        continue;
+                    }
                     Ok(false) => break,
                     Err(e) => {
                         // The log could not be made durable: nothing may be acknowledged.
@@ -471,13 +501,22 @@ impl Driver {
     }
 
     /// One round over every group with a Ready. Returns whether anything was handled.
-    fn handle_readies(&mut self) -> anyhow::Result<bool> {
-        let ids: Vec<u64> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.node.has_ready())
-            .map(|(id, _)| *id)
-            .collect();
+    /// Handles the Readies of the groups in `scope` (all when `None`); false when none
+    /// had one.
+    fn handle_readies(&mut self, scope: Option<&[u64]>) -> anyhow::Result<bool> {
+        let ids: Vec<u64> = match scope {
+            None => self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.node.has_ready())
+                .map(|(id, _)| *id)
+                .collect(),
+            Some(ids) => ids
+                .iter()
+                .copied()
+                .filter(|id| self.groups.get(id).is_some_and(|g| g.node.has_ready()))
+                .collect(),
+        };
         if ids.is_empty() {
             return Ok(false);
         }
