@@ -1758,28 +1758,23 @@ async fn the_chart_rbac_is_enough_and_no_more() {
         matches!(err, kube::Error::Api(ref e) if e.code == 403),
         "{err}"
     );
-    // The sweep keeps the binding of a cluster that still asks for racks...
-    chronik_operator::reconcile::rack::sweep(&ctx)
-        .await
-        .expect("sweep as the operator's ServiceAccount");
-    assert!(bindings
-        .get_opt(&rack::binding_name(&racked))
-        .await
-        .unwrap()
-        .is_some());
-    // ...and deletes it once the cluster is gone.
+    // The sweep keeps the binding of a cluster that still asks for racks, and deletes it
+    // once the cluster is gone.
+    let binding_after_sweep = || async {
+        chronik_operator::reconcile::rack::sweep(&ctx)
+            .await
+            .expect("sweep as the operator's ServiceAccount");
+        bindings
+            .get_opt(&rack::binding_name(&racked))
+            .await
+            .unwrap()
+    };
+    assert!(binding_after_sweep().await.is_some());
     Api::<ChronikCluster>::namespaced(client.clone(), &ns)
         .delete("racked", &Default::default())
         .await
         .unwrap();
-    chronik_operator::reconcile::rack::sweep(&ctx)
-        .await
-        .expect("sweep as the operator's ServiceAccount");
-    assert!(bindings
-        .get_opt(&rack::binding_name(&racked))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(binding_after_sweep().await.is_none());
 
     // Least privilege: no Secrets, no Leases elsewhere, no deleting StatefulSets.
     let err = Api::<Secret>::namespaced(operator.clone(), &ns)

@@ -24,13 +24,12 @@ use chronik_api::cluster::v1::{PartitionSnapshot, ProducerEntry, StoredBatch};
 use prost::Message as _;
 use prost011::Message as _;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
-use raft::StorageError;
 use rocksdb::{
     Direction, IngestExternalFileOptions, IteratorMode, Options, ReadOptions, SstFileWriter,
 };
 
 use super::partition::{AppliedState, IndexedBatch};
-use crate::storage::raft_storage::{self, snapshot_unavailable as unavailable};
+use crate::storage::raft_storage::{self, snapshot_unavailable as unavailable, store_error};
 use crate::storage::{self, keys, Db};
 
 /// Bytes of record batches per chunk sent (a chunk holds at least one batch).
@@ -38,10 +37,6 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Length of an offset-index row (see [`IndexedBatch::encode`]).
 const INDEX_ROW_LEN: usize = 36;
-
-fn store_error(e: rocksdb::Error) -> raft::Error {
-    raft::Error::Store(StorageError::Other(Box::new(e)))
-}
 
 /// The snapshot of partition group `group` at the index its stored applied state has
 /// reached. Applied state, producers and membership are written by one batch, so a
@@ -323,9 +318,10 @@ impl<'a> Builder<'a> {
         for p in &sorted {
             producers.put(keys::producer_key(group, p.producer_id), &p.state)?;
         }
-        let mut compacted = meta.index.to_be_bytes().to_vec();
-        compacted.extend_from_slice(&meta.term.to_be_bytes());
-        producers.put(keys::group_key(keys::TRUNCATED, group), compacted)?;
+        producers.put(
+            keys::group_key(keys::TRUNCATED, group),
+            raft_storage::truncated_value(meta.index, meta.term),
+        )?;
         producers.finish()?;
         self.finished = true;
         Ok(Received {

@@ -18,17 +18,12 @@ use chronik_api::cluster::v1::{MetadataRecord, MetadataSnapshot};
 use prost::Message as _;
 use prost011::Message as _;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
-use raft::StorageError;
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, SstFileWriter};
 
 use super::METADATA_GROUP;
 use crate::log::snapshot::Received;
-use crate::storage::raft_storage::{self, snapshot_unavailable as unavailable};
+use crate::storage::raft_storage::{self, snapshot_unavailable as unavailable, store_error};
 use crate::storage::{keys, Db};
-
-fn store_error(e: rocksdb::Error) -> raft::Error {
-    raft::Error::Store(StorageError::Other(Box::new(e)))
-}
 
 /// The metadata group's snapshot at the index its stored state has reached. The machine
 /// writes its records and its applied index in one batch (membership changes too), so a
@@ -123,9 +118,10 @@ pub fn write_files(opts: &Options, dir: &Path, snapshot: &Snapshot) -> anyhow::R
         sst.put(&r.key, &r.value)?;
         last = Some(&r.key);
     }
-    let mut compacted = meta.index.to_be_bytes().to_vec();
-    compacted.extend_from_slice(&meta.term.to_be_bytes());
-    sst.put(keys::group_key(keys::TRUNCATED, group), compacted)?;
+    sst.put(
+        keys::group_key(keys::TRUNCATED, group),
+        raft_storage::truncated_value(meta.index, meta.term),
+    )?;
     sst.finish()?;
     Ok(received)
 }

@@ -226,9 +226,10 @@ impl GroupStorage {
         }
         let term = self.term_of(index)?;
         batch.delete_range(dropped.0, dropped.1);
-        let mut raw = index.to_be_bytes().to_vec();
-        raw.extend_from_slice(&term.to_be_bytes());
-        batch.put(keys::group_key(keys::TRUNCATED, self.group), raw);
+        batch.put(
+            keys::group_key(keys::TRUNCATED, self.group),
+            truncated_value(index, term),
+        );
         self.truncated_index = index;
         self.truncated_term = term;
         self.release_cache(index);
@@ -379,8 +380,16 @@ pub fn snapshot_unavailable() -> raft::Error {
     raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
 }
 
-fn store_error(e: rocksdb::Error) -> raft::Error {
+/// A RocksDB failure as raft-rs's storage error.
+pub fn store_error(e: rocksdb::Error) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+/// The stored compaction point of a group (`T | group`): index, then term.
+pub fn truncated_value(index: u64, term: u64) -> Vec<u8> {
+    let mut raw = index.to_be_bytes().to_vec();
+    raw.extend_from_slice(&term.to_be_bytes());
+    raw
 }
 
 /// The term of `group`'s entry `index` in a point-in-time view: from the entry, or from
