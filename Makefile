@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/chronik-broker
 PYTHON ?= python3
 
-.PHONY: deps build-deps build run test unit-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean \
+.PHONY: deps build-deps build run test unit-test unit-test-local api-server-test e2e-test chaos-test chaos conformance lint fmt crds bench fuzz clean \
 	k8s-up k8s-down k8s-smoke images images-import e2e-k8s k8s-test
 
 # Installs what the build and the tests need (idempotent; quick when all is present).
@@ -24,8 +24,11 @@ build:
 run: build-deps build
 	$(BROKER) --data-dir ./data
 
-test: deps build unit-test e2e-test chaos-test conformance k8s-test
-# A cold Kubernetes build overlaps the cargo build (.ci/install-deps.sh says how).
+# A cold Kubernetes build (started by deps, niced) runs in the background beside the cargo
+# build (.ci/install-deps.sh says how) and on beside the suites that need none of its
+# binaries; the operator's API-server tests wait for it, then the timing-sensitive fault
+# injection runs on a quiet machine.
+test: deps build unit-test-local e2e-test conformance api-server-test chaos-test k8s-test
 test: export CHRONIK_K8S_BACKGROUND = 1
 
 # The Kubernetes e2e suite on the local node (~25 min with the images; the node needs
@@ -36,6 +39,14 @@ k8s-test:
 
 unit-test:
 	cargo test --release --workspace
+
+# unit-test in two parts: the unit tests, and the operator's tests against a real
+# kube-apiserver and etcd (tools/k8s/build.sh builds them once).
+unit-test-local:
+	cargo test --release --workspace --lib --bins
+
+api-server-test:
+	cargo test --release --workspace --test api_server
 
 e2e-test: build
 	CHRONIK_BROKER_BIN=$(BROKER) $(PYTHON) -m pytest tests/e2e -q -p no:cacheprovider

@@ -200,6 +200,11 @@ pub struct Settings {
     /// Replicas of each `__consumer_offsets` partition, capped by the number of metadata
     /// group members (one on a single broker).
     pub offsets_topic_replication_factor: i16,
+    /// Records a `__consumer_offsets` partition gathers above its log start before its
+    /// coordinator checkpoints it: restates the live offsets and groups and moves the log
+    /// start past the old records, so the log and a new coordinator's load stay bounded
+    /// by the live state. 0 never checkpoints.
+    pub offsets_checkpoint_records: u64,
 }
 
 impl Default for Settings {
@@ -223,6 +228,7 @@ impl Default for Settings {
             metadata_snapshot_entries: 1000,
             offsets_topic_partitions: 16,
             offsets_topic_replication_factor: 3,
+            offsets_checkpoint_records: 10_000,
         }
     }
 }

@@ -192,6 +192,13 @@ pub static METADATA_LOG_COMPACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub static OFFSETS_CHECKPOINTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "chronik_offsets_checkpoints_total",
+        "Checkpoints of __consumer_offsets partitions: live state restated, log start moved"
+    )
+    .unwrap()
+});
 pub static METADATA_SNAPSHOTS_RESTORED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "chronik_metadata_snapshots_restored_total",
@@ -241,6 +248,7 @@ fn render(catalog: &Catalog, node_id: u64) -> String {
     LazyLock::force(&RAFT_SNAPSHOTS_INSTALLED);
     LazyLock::force(&METADATA_LOG_COMPACTIONS);
     LazyLock::force(&METADATA_SNAPSHOTS_RESTORED);
+    LazyLock::force(&OFFSETS_CHECKPOINTS);
     let topics = catalog.topics();
     let partitions = topics.iter().flat_map(|t| t.partitions.iter());
     let (mut count, mut led, mut bytes, mut urp) = (0i64, 0i64, 0i64, 0i64);

@@ -367,6 +367,12 @@ pub struct BrokerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 7))]
     pub offsets_topic_replication_factor: Option<i64>,
+    /// Records a `__consumer_offsets` partition gathers above its log start before its
+    /// coordinator restates the live offsets and groups and moves the log start past the
+    /// old records; 0 never does (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub offsets_checkpoint_records: Option<i64>,
     /// Raft tick; an election takes 10 ticks (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

@@ -842,6 +842,7 @@ mod tests {
             "move_stall_timeout_ms": 1000,
             "raft_tick_ms": 1,
             "offsets_topic_partitions": 16, "offsets_topic_replication_factor": 3,
+            "offsets_checkpoint_records": 10000,
             "retention_bytes": 1, "retention_check_interval_ms": 1, "retention_ms": 1,
             "storage_min_free_bytes": 1
         }))
@@ -853,7 +854,7 @@ mod tests {
             .keys()
             .cloned()
             .collect();
-        assert_eq!(keys.len(), 18, "a key above is not a BrokerConfig field");
+        assert_eq!(keys.len(), 19, "a key above is not a BrokerConfig field");
         assert_eq!(
             keys, documented,
             "BrokerConfig and docs/configuration.md disagree"

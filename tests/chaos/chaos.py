@@ -37,6 +37,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# gRPC's fork handlers can deadlock starting a broker while a channel has threads (see
+# tests/e2e/conftest.py); set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import disks  # noqa: E402
 import netlab  # noqa: E402

@@ -9,6 +9,7 @@
 //! for groups of partitions it does not lead. Membership is soft state: after a
 //! coordinator moves, members rejoin it.
 
+mod checkpoint;
 mod offsets;
 pub mod ownership;
 pub mod records;

@@ -27,7 +27,9 @@ pub struct Offsets {
 }
 
 impl Offsets {
-    /// Replays one record of a coordinator partition's log.
+    /// Replays one record of a coordinator partition's log. A value is taken unless a
+    /// record standing later (see [`Entry::position`]) set the offset already. (Offsets
+    /// are never deleted by a record today; a tombstone removes what is there.)
     pub fn replay(&mut self, entry: &Entry) {
         let Key::Offset {
             group,
@@ -51,7 +53,7 @@ impl Offsets {
                     leader_epoch: v.leader_epoch,
                     metadata: v.metadata,
                     topic_id: v.topic_id,
-                    position: entry.offset,
+                    position: entry.position(),
                 },
             ),
             None => {
@@ -144,6 +146,7 @@ mod tests {
                     .unwrap(),
                 )
             }),
+            restates: None,
         }
     }
 
@@ -170,5 +173,30 @@ mod tests {
         o.replay(&entry(2, None));
         assert!(o.get("g", "t", 0).is_none());
         assert!(!o.has_group("g"));
+    }
+
+    #[test]
+    fn a_restated_offset_never_overrides_a_later_commit() {
+        let restated = |offset, value, restates| Entry {
+            restates: Some(restates),
+            ..entry(offset, Some(value))
+        };
+        // Read from below the checkpoint: original at 3, a newer commit at 10, then the
+        // restatement of the original at 12.
+        let mut below = Offsets::default();
+        below.replay(&entry(3, Some(5)));
+        below.replay(&entry(10, Some(8)));
+        below.replay(&restated(12, 5, 3));
+        assert_eq!(below.get("g", "t", 0).unwrap().offset, 8);
+        // Read from the checkpoint's log start (10): the same answer.
+        let mut above = Offsets::default();
+        above.replay(&entry(10, Some(8)));
+        above.replay(&restated(12, 5, 3));
+        assert_eq!(above.get("g", "t", 0).unwrap().offset, 8);
+        // Without a later commit the restated value is the offset.
+        let mut only = Offsets::default();
+        only.replay(&restated(12, 5, 3));
+        assert_eq!(only.get("g", "t", 0).unwrap().offset, 5);
+        assert_eq!(only.get("g", "t", 0).unwrap().position, 3);
     }
 }

@@ -2,13 +2,15 @@
 //! the offsets topic's partitions: when this broker becomes a partition's leader it
 //! writes a barrier record (once applied, every earlier record is applied too), reads
 //! the partition's log up to it and only then serves its groups; when leadership goes,
-//! the groups go with it.
+//! the groups go with it. While it serves them it also checkpoints the partitions that
+//! grew large (`checkpoint`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::records::GroupValue;
-use super::records::{self, Key, OFFSETS_TOPIC};
+use super::checkpoint::Checkpoints;
+use super::records::{self, Entry, GroupValue, Key, OFFSETS_TOPIC};
 use super::{Committed, Loaded, Ownership};
 use crate::broker::Broker;
 use crate::log::{AppendOutcome, PartitionShared};
@@ -28,6 +30,7 @@ const READ_CHUNK: usize = 1 << 20;
 pub async fn run(broker: Arc<Broker>, shutdown: Shutdown) {
     let mut interval = tokio::time::interval(CHECK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let checkpoints = Checkpoints::default();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -35,6 +38,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: Shutdown) {
         }
         follow_leadership(&broker);
         record_changes(&broker);
+        checkpoints.start_due(&broker);
     }
 }
 
@@ -124,35 +128,62 @@ async fn load(broker: Arc<Broker>, shared: Arc<PartitionShared>, epoch: i32) {
     }
 }
 
-/// Replays the partition's records below `upto` (the barrier's offset).
+/// Reads the partition's records below `upto` (the barrier's offset) into the state a
+/// coordinator serves from.
 fn read_partition(db: &Db, shared: &PartitionShared, upto: i64) -> anyhow::Result<Loaded> {
     let mut loaded = Loaded::default();
+    // Each group's latest membership record, by position (a restated one stands where
+    // its original did), with tombstones: a restated membership must not bring back a
+    // group emptied after it.
+    let mut groups: HashMap<String, (i64, Option<GroupValue>)> = HashMap::new();
+    replay(db, shared, upto, |entry| match &entry.key {
+        Key::Group { group } => {
+            let position = entry.position();
+            if groups.get(group).is_some_and(|(at, _)| *at > position) {
+                return;
+            }
+            let value = entry.value.as_ref();
+            let value = value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok());
+            groups.insert(group.clone(), (position, value));
+        }
+        _ => loaded.offsets.replay(entry),
+    })?;
+    loaded.groups = groups
+        .into_iter()
+        .filter_map(|(group, (_, value))| Some((group, value?)))
+        .collect();
+    Ok(loaded)
+}
+
+/// Hands every record of the partition from its log start up to `upto` to `each`, in
+/// log order.
+pub(super) fn replay(
+    db: &Db,
+    shared: &PartitionShared,
+    upto: i64,
+    mut each: impl FnMut(&Entry),
+) -> anyhow::Result<()> {
     let mut next = shared.log_start();
     while next < upto {
         let bytes = crate::log::read::read(db, shared, next, READ_CHUNK)?;
         if bytes.is_empty() {
             anyhow::bail!(
-                "{OFFSETS_TOPIC}-{} ends at {next}, before its barrier at {upto}",
+                "{OFFSETS_TOPIC}-{} ends at {next}, before offset {upto}",
                 shared.partition
             );
         }
         let decoded = records::decode(bytes)?;
-        for entry in decoded.entries.iter().filter(|e| e.offset < upto) {
-            match &entry.key {
-                Key::Group { group } => {
-                    let value = entry.value.as_ref();
-                    match value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok()) {
-                        Some(v) => loaded.groups.insert(group.clone(), v),
-                        None => loaded.groups.remove(group),
-                    };
-                }
-                _ => loaded.offsets.replay(entry),
-            }
-        }
+        // (A read starts with the whole batch holding `next`: the log start may lie
+        // inside it.)
+        decoded
+            .entries
+            .iter()
+            .filter(|e| e.offset >= next && e.offset < upto)
+            .for_each(&mut each);
         anyhow::ensure!(decoded.next_offset > next, "no progress reading at {next}");
         next = decoded.next_offset;
     }
-    Ok(loaded)
+    Ok(())
 }
 
 /// Offsets committed before coordinator partitions existed live in the metadata log: the

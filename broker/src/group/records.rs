@@ -9,6 +9,7 @@
 //! needs to parse them, and tools that read `__consumer_offsets` raw see readable text.
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -33,7 +34,7 @@ pub fn partition_for(group: &str, partitions: usize) -> i32 {
 }
 
 /// A record's key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Key {
     /// A committed offset (a null value deletes it).
@@ -108,22 +109,60 @@ mod base64_bytes {
     }
 }
 
-/// One decoded record: its offset in the partition, its key and value (if any).
+/// The header that marks a restated record (see [`encode_restated`]): its value is the
+/// big-endian offset of the record it restates.
+const RESTATES: &str = "chronik.restates";
+
+/// One decoded record: its offset in the partition, its key and value (if any), and, for
+/// a restated record, the offset of the record it restates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub offset: i64,
     pub key: Key,
     pub value: Option<Bytes>,
+    pub restates: Option<i64>,
+}
+
+impl Entry {
+    /// Where the record stands in the partition's history: its own offset, or for a
+    /// restated record the offset of the original. Of two records for a key, the one
+    /// standing later wins, whatever order they are read in: a restated value never
+    /// overrides a change made after the original.
+    pub fn position(&self) -> i64 {
+        self.restates.unwrap_or(self.offset)
+    }
 }
 
 /// One record batch (magic 2, uncompressed, no producer id) holding `records`, ready to
 /// be proposed to the partition's Raft group; the partition assigns its offsets.
 pub fn encode_batch(records: &[(Key, Option<Vec<u8>>)]) -> Bytes {
+    let records: Vec<_> = records
+        .iter()
+        .map(|(k, v)| (k, v.as_deref(), None))
+        .collect();
+    encode(&records)
+}
+
+/// One batch restating records: each `(key, value, offset)` repeats the value that the
+/// record at `offset` gave `key`, marked with that offset (a checkpoint writes them before
+/// it moves the log start past the originals).
+pub fn encode_restated(records: &[(Key, Bytes, i64)]) -> Bytes {
+    let records: Vec<_> = records
+        .iter()
+        .map(|(k, v, at)| (k, Some(&v[..]), Some(*at)))
+        .collect();
+    encode(&records)
+}
+
+/// A record to encode: key, value (None: a tombstone), the offset it restates if any.
+type Unencoded<'a> = (&'a Key, Option<&'a [u8]>, Option<i64>);
+
+fn encode(records: &[Unencoded]) -> Bytes {
     let now = now_ms();
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
+        .map(|(i, (key, value, restates))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -140,8 +179,13 @@ pub fn encode_batch(records: &[(Key, Option<Vec<u8>>)]) -> Bytes {
             key: Some(Bytes::from(
                 serde_json::to_vec(key).expect("keys serialize"),
             )),
-            value: value.clone().map(Bytes::from),
-            headers: Default::default(),
+            value: value.map(Bytes::copy_from_slice),
+            headers: restates
+                .map(|at| {
+                    let at = Bytes::copy_from_slice(&at.to_be_bytes());
+                    [(StrBytes::from_static_str(RESTATES), Some(at))].into()
+                })
+                .unwrap_or_default(),
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -174,10 +218,16 @@ pub fn decode(mut batches: Bytes) -> anyhow::Result<Decoded> {
             let Some(key) = r.key.as_ref().and_then(|k| serde_json::from_slice(k).ok()) else {
                 continue;
             };
+            let restates = r
+                .headers
+                .get(RESTATES.as_bytes())
+                .and_then(|v| v.as_ref())
+                .and_then(|v| Some(i64::from_be_bytes(v[..].try_into().ok()?)));
             out.entries.push(Entry {
                 offset: r.offset,
                 key,
                 value: r.value,
+                restates,
             });
         }
     }
@@ -240,5 +290,18 @@ mod tests {
         let back: OffsetValue = serde_json::from_slice(entries[0].value.as_ref().unwrap()).unwrap();
         assert_eq!(back, value);
         assert!(entries[1].value.is_none());
+        assert_eq!((entries[0].restates, entries[0].position()), (None, 0));
+    }
+
+    #[test]
+    fn restated_records_carry_the_position_of_their_original() {
+        let key = Key::Group { group: "g".into() };
+        let bytes = encode_restated(&[(key.clone(), Bytes::from_static(b"{}"), 12345)]);
+        let entries = decode(bytes).unwrap().entries;
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].key, key);
+        assert_eq!(entries[0].value.as_deref(), Some(&b"{}"[..]));
+        assert_eq!((entries[0].offset, entries[0].restates), (0, Some(12345)));
+        assert_eq!(entries[0].position(), 12345);
     }
 }

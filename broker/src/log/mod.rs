@@ -2,6 +2,7 @@
 //! when Raft commits them, and the read path that serves fetches.
 
 pub mod batch;
+pub mod control;
 pub mod partition;
 pub mod read;
 pub mod snapshot;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rocksdb::WriteBatch;
 
 use super::batch::{self, BatchHeader};
+use super::control::Control;
 use crate::protocol::errors;
 use crate::storage::{keys, Db};
 
@@ -291,6 +292,10 @@ pub enum AppendOutcome {
     Rejected {
         error_code: i16,
     },
+    /// A control entry moved the log start offset (to this, if it was not there already).
+    LogStartMoved {
+        log_start: i64,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -337,6 +342,9 @@ pub struct PartitionMachine {
     producers: HashMap<i64, ProducerState>,
     /// Batches applied since the last `publish`.
     applied_batches: Vec<IndexedBatch>,
+    /// Whether batches wholly below the log start may still be stored (a control entry
+    /// moved it): the retention pass drops them.
+    pub below_start: bool,
 }
 
 impl PartitionMachine {
@@ -350,6 +358,7 @@ impl PartitionMachine {
             log_bytes: 0,
             producers: HashMap::new(),
             applied_batches: Vec::new(),
+            below_start: false,
         };
         if let Some(v) = db.get(keys::group_key(keys::APPLIED, group))? {
             let a = AppliedState::decode(&v)
@@ -358,6 +367,9 @@ impl PartitionMachine {
             m.next_offset = a.next_offset;
             m.log_start = a.log_start;
             m.log_bytes = a.log_bytes;
+            // (Whether a control entry left batches below the start is not stored: the
+            // first retention pass looks.)
+            m.below_start = a.log_start > 0;
         }
         let prefix = keys::group_key(keys::PRODUCER, group);
         for item in db.prefix_iterator(&prefix) {
@@ -398,6 +410,11 @@ impl PartitionMachine {
         wb: &mut WriteBatch,
     ) -> Option<AppendOutcome> {
         self.applied_index = raft_index;
+        if let Some(Control::LogStart(offset)) = Control::decode(data) {
+            let log_start = self.raise_log_start(offset);
+            self.stage_applied(wb);
+            return Some(AppendOutcome::LogStartMoved { log_start });
+        }
         // Empty entries are appended by new Raft leaders; they carry no records.
         let outcome = (data.len() >= batch::HEADER_LEN).then(|| {
             let header = batch::parse_header(data);
@@ -495,11 +512,25 @@ impl PartitionMachine {
         Ok(())
     }
 
-    /// Moves the log start to `new_start` (a batch boundary) after retention dropped batches.
+    /// Records that retention dropped the batches below `new_start` (a batch boundary):
+    /// the log start moves there unless a control entry already moved it further (into
+    /// the batch that now comes first).
     pub fn truncate_front(&mut self, new_start: i64, dropped_bytes: u64, wb: &mut WriteBatch) {
-        self.log_start = new_start.min(self.next_offset);
+        self.log_start = self.log_start.max(new_start.min(self.next_offset));
         self.log_bytes = self.log_bytes.saturating_sub(dropped_bytes);
         self.stage_applied(wb);
+    }
+
+    /// Kafka's DeleteRecords on the log: records below `offset` are gone (reads below the
+    /// new start are out of range at once; the retention pass drops the stored batches
+    /// wholly below it). The start never moves back nor past the high watermark.
+    fn raise_log_start(&mut self, offset: i64) -> i64 {
+        let offset = offset.min(self.next_offset);
+        if offset > self.log_start {
+            self.log_start = offset;
+            self.below_start = true;
+        }
+        self.log_start
     }
 
     /// Records that entry `raft_index` (a membership change, no batch) was applied, so
@@ -622,5 +653,34 @@ mod tests {
             apply(&db, &mut m, 7, &plain),
             Some(AppendOutcome::Appended { base_offset: 5 })
         );
+    }
+
+    #[test]
+    fn a_control_entry_moves_the_log_start_forward_only_and_within_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut m) = machine(dir.path());
+        apply(&db, &mut m, 1, &make_batch(10, -1, -1, b"x"));
+        let moved = |log_start| Some(AppendOutcome::LogStartMoved { log_start });
+        let start = |o| Control::LogStart(o).encode();
+        assert_eq!(apply(&db, &mut m, 2, &start(4)), moved(4));
+        assert!(m.below_start, "the batch below is still stored");
+        assert_eq!(apply(&db, &mut m, 3, &start(2)), moved(4));
+        assert_eq!(apply(&db, &mut m, 4, &start(99)), moved(10));
+        assert_eq!((m.shared.log_start(), m.shared.high_watermark()), (10, 10));
+        // Retention dropping the batch (a boundary below the start) keeps the start.
+        let mut wb = WriteBatch::default();
+        m.truncate_front(0, 0, &mut wb);
+        crate::storage::write(&db, wb, false).unwrap();
+        assert_eq!(m.publish(), 9);
+        assert_eq!(m.shared.log_start(), 10);
+        // Offsets continue; the start and the applied index survive a reload.
+        assert_eq!(
+            apply(&db, &mut m, 5, &make_batch(1, -1, -1, b"y")),
+            Some(AppendOutcome::Appended { base_offset: 10 })
+        );
+        let shared = Arc::new(PartitionShared::new("t".into(), 0, 5));
+        let m = PartitionMachine::load(&db, shared).unwrap();
+        assert_eq!((m.applied_index, m.shared.log_start()), (5, 10));
+        assert_eq!(m.shared.high_watermark(), 11);
     }
 }

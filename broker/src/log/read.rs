@@ -151,8 +151,10 @@ pub fn epoch_end_offset(db: &Db, p: &PartitionShared, epoch: i32) -> (i32, i64) 
     (floor.unwrap_or(epoch), p.high_watermark())
 }
 
-/// Batches entirely below `cutoff(batch)` for retention; returns (new log start,
-/// last raft index dropped, bytes dropped).
+/// The stored batches, oldest first, that `drop(batch, bytes dropped before it)` selects
+/// for retention, up to the first it keeps; returns (new log start, last raft index
+/// dropped, bytes dropped). Starts at the oldest stored batch, which may lie below the
+/// log start (a control entry moved it).
 pub fn retention_plan(
     db: &Db,
     p: &PartitionShared,
@@ -160,7 +162,7 @@ pub fn retention_plan(
 ) -> Option<(i64, u64, u64)> {
     let mut plan: Option<(i64, u64, u64)> = None;
     let mut dropped = 0u64;
-    for b in batches_from(db, p, p.log_start()) {
+    for b in batches_from(db, p, 0) {
         if !drop(&b, dropped) {
             break;
         }

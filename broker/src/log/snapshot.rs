@@ -300,7 +300,12 @@ impl<'a> Builder<'a> {
         let applied = AppliedState {
             index: meta.index,
             next_offset: data.next_offset,
-            log_start: self.first_offset.unwrap_or(data.next_offset),
+            // The sender's log start may lie inside its first batch (DeleteRecords).
+            log_start: self
+                .first_offset
+                .unwrap_or(data.next_offset)
+                .max(data.log_start)
+                .min(data.next_offset),
             log_bytes: self.bytes,
         };
         let conf_state = meta.conf_state.clone().unwrap_or_default();

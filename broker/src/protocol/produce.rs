@@ -211,7 +211,9 @@ async fn finish(
             }
             Ok(Applied::Partition(AppendOutcome::Duplicate { base_offset })) => Ok(base_offset),
             Ok(Applied::Partition(AppendOutcome::Rejected { error_code })) => Err(error_code),
-            Ok(Applied::Metadata(_)) => Err(errors::UNKNOWN_SERVER_ERROR),
+            Ok(Applied::Metadata(_) | Applied::Partition(AppendOutcome::LogStartMoved { .. })) => {
+                Err(errors::UNKNOWN_SERVER_ERROR)
+            }
             // The topic exists; this broker holds no replica of the partition.
             Err(ProposeError::UnknownGroup) => Err(errors::NOT_LEADER_OR_FOLLOWER),
             Err(e) => Err(errors::for_propose(e)),

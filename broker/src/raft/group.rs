@@ -229,7 +229,8 @@ pub(super) fn apply_entries(
                     g.fences.committed(b);
                 }
             }
-            if let Some(AppendOutcome::Appended { .. }) = out {
+            if let Some(AppendOutcome::Appended { .. } | AppendOutcome::LogStartMoved { .. }) = out
+            {
                 round.published.insert(gid);
             }
             out.map(Applied::Partition)

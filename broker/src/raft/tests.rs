@@ -169,6 +169,83 @@ async fn retention_by_bytes_moves_log_start_and_compacts_raft_log() {
     thread.join().unwrap();
 }
 
+/// DeleteRecords' control entry: the log start moves at once, never back and never past
+/// the high watermark, survives a restart, and the retention pass frees the batches
+/// wholly below it although the topic has no retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_start_entry_moves_the_start_and_retention_frees_what_is_below() {
+    use crate::log::control::Control;
+    let dir = tempfile::tempdir().unwrap();
+    let db = storage::open(dir.path()).unwrap();
+    let catalog = Arc::new(Catalog::default());
+    let mut cfg = config();
+    cfg.retention_check = Duration::from_millis(200);
+    let (h, thread) = start_single(cfg.clone(), &db, &catalog);
+    let group = create_topic(&h, "t", 1).await[0];
+    for _ in 0..10 {
+        propose(&h, group, make_batch(3, -1, -1, &[7u8; 100]).to_vec())
+            .await
+            .unwrap();
+    }
+    let p = catalog.partition("t", 0).unwrap();
+    let bytes_before = p.log_bytes();
+    let first_stored = |p: &log::PartitionShared| {
+        let data = log::read::read(&db, p, 0, 1).unwrap();
+        i64::from_be_bytes(data[0..8].try_into().unwrap())
+    };
+    let move_to = |offset| propose(&h, group, Control::LogStart(offset).encode());
+    assert_eq!(
+        move_to(13).await.unwrap(),
+        Applied::Partition(AppendOutcome::LogStartMoved { log_start: 13 })
+    );
+    assert_eq!((p.log_start(), p.high_watermark()), (13, 30));
+    // The batches wholly below 13 (offsets 0-11) go; the one holding 13 stays.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first_stored(&p) != 12 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        first_stored(&p),
+        12,
+        "retention never freed the batches below"
+    );
+    assert!(
+        p.log_bytes() < bytes_before,
+        "{} bytes still counted",
+        p.log_bytes()
+    );
+    assert_eq!(
+        p.log_start(),
+        13,
+        "freeing batches moved the start back to a boundary"
+    );
+    // Never backwards, never past the high watermark.
+    assert_eq!(
+        move_to(5).await.unwrap(),
+        Applied::Partition(AppendOutcome::LogStartMoved { log_start: 13 })
+    );
+    assert_eq!(
+        move_to(1000).await.unwrap(),
+        Applied::Partition(AppendOutcome::LogStartMoved { log_start: 30 })
+    );
+    // Records still get the next offsets.
+    assert_eq!(
+        propose(&h, group, make_batch(1, -1, -1, b"x").to_vec())
+            .await
+            .unwrap(),
+        Applied::Partition(AppendOutcome::Appended { base_offset: 30 })
+    );
+    h.shutdown();
+    thread.join().unwrap();
+    drop(p);
+    let catalog = Arc::new(Catalog::default());
+    let (h, thread) = start_single(cfg, &db, &catalog);
+    let p = catalog.partition("t", 0).unwrap();
+    assert_eq!((p.log_start(), p.high_watermark()), (30, 31));
+    h.shutdown();
+    thread.join().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metadata_log_compacts_and_a_restart_starts_from_what_is_left() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,5 @@
-//! Retention: whole batches older than retention.ms or beyond retention.bytes are
+//! Retention: whole batches older than retention.ms or beyond retention.bytes, or below
+//! a log start that a control entry moved (DeleteRecords, a coordinator checkpoint), are
 //! dropped, moving the log start offset and compacting the Raft log below them, once
 //! every in-sync voter has the entries (a replica that needs them later, one that was
 //! away or is new, gets a snapshot).
@@ -33,9 +34,7 @@ impl Driver {
             };
             let retention_ms = setting("retention.ms", self.cfg.retention_ms);
             let retention_bytes = setting("retention.bytes", self.cfg.retention_bytes);
-            if retention_ms < 0 && retention_bytes < 0 {
-                continue;
-            }
+            let unlimited = retention_ms < 0 && retention_bytes < 0;
             for gid in &record.groups {
                 let Some(g) = self.groups.get_mut(gid) else {
                     continue;
@@ -43,14 +42,20 @@ impl Driver {
                 let Some(p) = g.partition.as_mut() else {
                     continue;
                 };
+                if unlimited && !p.below_start {
+                    continue;
+                }
                 let total = p.shared.log_bytes();
+                let start = p.shared.log_start();
                 let plan = log::read::retention_plan(&self.db, &p.shared, |b, dropped| {
+                    let deleted = b.last_offset < start;
                     let too_old = retention_ms >= 0 && b.max_timestamp < now_ms - retention_ms;
                     let too_big = retention_bytes >= 0
                         && total.saturating_sub(dropped + b.size as u64) >= retention_bytes as u64;
-                    too_old || too_big
+                    deleted || too_old || too_big
                 });
                 let Some((new_start, raft_index, dropped)) = plan else {
+                    p.below_start = false;
                     continue;
                 };
                 if !followers_have(&g.node, &g.caught_up, raft_index) {
@@ -63,9 +68,12 @@ impl Driver {
                     keys::offset_index_key(*gid, new_start),
                 );
                 p.truncate_front(new_start, dropped, &mut wb);
+                // (Every batch wholly below the start is in this plan: none is left.)
+                p.below_start = false;
                 g.node.mut_store().stage_compact(raft_index, &mut wb)?;
                 moved.push(*gid);
-                tracing::info!(topic = %name, partition = p.shared.partition, new_start, "retention moved log start");
+                tracing::info!(topic = %name, partition = p.shared.partition, first_kept = new_start,
+                    "retention dropped the batches below the first kept");
             }
         }
         if moved.is_empty() {
