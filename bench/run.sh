@@ -12,6 +12,8 @@
 # produce are read too: on a small machine the producer's own CPU bounds every broker's
 # throughput, and the report says where that bound lies. Then an idle Chronik with 1,000 and
 # one with 10,000 partitions (topics of 100): RSS and CPU use while doing nothing.
+# Then both again as three brokers with replication factor 3 (bench/rf3.py): the same
+# workloads with CPU and disk summed over the brokers, and failover after a leader's SIGKILL.
 # Prints a table (Chronik, Kafka, Chronik/Kafka, targets) and writes it as markdown to BENCH_OUT.
 #
 # Environment:
@@ -36,6 +38,10 @@
 #   BENCH_TOOL_HEAP      JVM heap options of the perf tools (default -Xms256m -Xmx512m)
 #   BENCH_PRODUCER_PROPS extra producer properties, space separated (k=v k=v)
 #   BENCH_CHRONIK_ARGS   extra chronik-broker arguments
+#   BENCH_SKIP_RF3       1: skip the three-broker runs (bench/rf3.py: RF 3 costs, latency, failover)
+#   BENCH_RF3_RECORDS    records of the three-broker produce and consume (default 300000)
+#   BENCH_RF3_FIXED_RATE_MBS  produce rate of the three-broker fixed-rate run (default 5 MB/s)
+#   BENCH_QUICK          1: the same runs, smaller (200,000 records, 5 s fixed rate, 100,000 at RF 3)
 #   PYTHON               python with confluent-kafka, used to create topics (default python3)
 # Kafka's own settings (heap, ports) are kafka-local.sh's: KAFKA_HEAP_OPTS, KAFKA_LOCAL_PORT, ...
 set -euo pipefail
@@ -43,6 +49,11 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then  # the same shape, smaller: a few minutes
+  : "${BENCH_RECORDS:=200000}" "${BENCH_WARMUP_RECORDS:=200000}" "${BENCH_FIXED_SECONDS:=5}"
+  : "${BENCH_RF3_RECORDS:=100000}" "${BENCH_IDLE_WAIT:=5}"
+  export BENCH_RF3_RECORDS BENCH_FIXED_SECONDS
+fi
 RECORDS="${BENCH_RECORDS:-1000000}"
 WARMUP="${BENCH_WARMUP_RECORDS:-1000000}"
 RECORD_SIZE="${BENCH_RECORD_SIZE:-1024}"
@@ -387,6 +398,15 @@ idle_chronik() {
   log "[chronik-$k] RSS $(mib "$rss") MiB (peak $(mib "$hwm") MiB), CPU $(r_env "$k.cpu_pct")% of a core"
 }
 
+# rf3 chronik|kafka: three brokers, RF 3 (bench/rf3.py appends its figures to RESULTS)
+rf3() {
+  note_cmd "JARS=<jars> KAFKA_LIBS=<kafka libs> BENCH_RF3_RECORDS=${BENCH_RF3_RECORDS:-300000} $PYTHON bench/rf3.py $1 <results> <work>"
+  JARS="$JARS" KAFKA_LIBS="${CHRONIK_CACHE:-$HOME/.cache/chronik}/kafka/${KAFKA_VERSION:-4.1.1}/libs" JAVA="$JAVA" \
+    BENCH_RECORD_SIZE="$RECORD_SIZE" BENCH_PARTITIONS="$PARTITIONS" \
+    BENCH_FIXED_SECONDS="$FIXED_SECONDS" BENCH_TOOL_HEAP="$TOOL_HEAP" BENCH_STEP_TIMEOUT="$STEP_TIMEOUT" \
+    timeout --foreground --kill-after=10 900 "$PYTHON" "$here/rf3.py" "$1" "$RESULTS" "$WORK"
+}
+
 run_phase() { # run_phase NAME FUNC ARGS...: isolated so one broker's failure doesn't stop the other
   local name="$1"; shift
   local rc=0
@@ -430,6 +450,10 @@ if want chronik; then run_phase chronik bench_broker chronik; fi
 if want kafka; then run_phase kafka bench_broker kafka; fi
 if want chronik && [[ "${BENCH_SKIP_IDLE:-0}" != 1 ]]; then
   for n in $IDLE_PARTITIONS; do run_phase "idle$n" idle_chronik "$n"; done
+fi
+if [[ "${BENCH_SKIP_RF3:-0}" != 1 ]]; then
+  if want chronik; then run_phase rf3-chronik rf3 chronik; fi
+  if want kafka; then run_phase rf3-kafka rf3 kafka; fi
 fi
 elapsed=$((SECONDS - t_start))
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -478,6 +502,19 @@ rows=(
   "tool_cpu_ms_mb|producer tool CPU per MB (ms)"
   "peak_rss_mib|broker peak RSS, VmHWM (MiB)"
   "disk_mib|data dir after produce (MiB)"
+  "rf3_valid|RF 3: valid (all acked, all consumed)"
+  "rf3_prod_mbps|RF 3: produce MB/s"
+  "rf3_prod_p99|RF 3: produce p99 latency (ms)"
+  "rf3_broker_cpu_ms_mb|RF 3: CPU of 3 brokers per MB produced (ms)"
+  "rf3_cons_cpu_ms_mb|RF 3: CPU of 3 brokers per MB consumed (ms)"
+  "rf3_disk_write_per_byte|RF 3: bytes 3 brokers wrote per byte produced"
+  "rf3_cons_fetch_mbps|RF 3: consume MB/s (fetch only)"
+  "rf3_fixed_p50|RF 3: fixed-rate produce p50 latency (ms)"
+  "rf3_fixed_p99|RF 3: fixed-rate produce p99 latency (ms)"
+  "rf3_fixed_p999|RF 3: fixed-rate produce p99.9 latency (ms)"
+  "rf3_peak_rss_mib|RF 3: peak RSS of 3 brokers (MiB)"
+  "failover_s|failover: leader SIGKILL to next ack, median (s)"
+  "failover_max_s|failover: leader SIGKILL to next ack, longest (s)"
 )
 
 valid_note=""
@@ -493,6 +530,30 @@ fi
 t_idle="$(cmp_ok 'a < b' "$(r idle1000.rss_mib)" 300)"
 t_idle_rss="$(cmp_ok 'a < b' "$(r idle10000.rss_mib)" 100)"
 t_idle_cpu="$(cmp_ok 'a < b' "$(r idle10000.cpu_pct)" 1)"
+# issue 12's targets: what the broker costs per MB, latency at a fixed rate, failover
+vs() { cmp_ok "$1" "$(r "chronik.$2")" "$(r "kafka.$2")"; }
+t_cpu="$(vs 'a <= 0.5 * b' broker_cpu_ms_mb)"; t_ccpu="$(vs 'a <= 0.5 * b' cons_cpu_ms_mb)"
+t_rf3cpu="$(vs 'a <= 0.5 * b' rf3_broker_cpu_ms_mb)"; t_rf3ccpu="$(vs 'a <= 0.5 * b' rf3_cons_cpu_ms_mb)"
+t_disk="$(vs 'a <= 1.2 * b' disk_write_per_byte)"; t_fixed="$(vs 'a < b' fixed_p99)"
+t_rf3fixed="$(vs 'a < b' rf3_fixed_p99)"; t_fetch="$(vs 'a >= b' cons_fetch_mbps)"
+t_failover="$(cmp_ok 'a < b' "$(r chronik.failover_s)" 1)"
+targets=(
+  "Chronik produce throughput >= 2x Kafka's|$t_tput"
+  "Chronik p99 produce latency < Kafka's|$t_p99"
+  "Chronik peak RSS < 1/4 of Kafka's|$t_rss"
+  "broker CPU per MB produced <= 0.5x Kafka's|$t_cpu"
+  "broker CPU per MB consumed <= 0.5x Kafka's|$t_ccpu"
+  "RF 3: CPU per MB produced <= 0.5x Kafka's|$t_rf3cpu"
+  "RF 3: CPU per MB consumed <= 0.5x Kafka's|$t_rf3ccpu"
+  "bytes written per byte produced <= 1.2x Kafka's|$t_disk"
+  "fixed-rate produce p99 < Kafka's|$t_fixed"
+  "RF 3: fixed-rate produce p99 < Kafka's|$t_rf3fixed"
+  "fetch-only consume >= Kafka's|$t_fetch"
+  "failover under 1 s|$t_failover"
+  "idle Chronik with 1,000 partitions < 300 MiB RSS|$t_idle"
+  "idle Chronik with 10,000 partitions < 100 MiB RSS|$t_idle_rss"
+  "idle Chronik with 10,000 partitions < 1% of a core|$t_idle_cpu"
+)
 # The producer tool shares this machine's cores with the broker: a broker using no CPU at all
 # could not be produced to faster than cores x 1000 / (tool CPU ms per MB). Reported so that a
 # throughput ratio is read against what this machine allows.
@@ -528,12 +589,7 @@ java_ver="$("$JAVA" -version 2>&1 | head -n 1)"
     printf '%-44s %14s %14s %14s\n' "idle, $n partitions: CPU (% of a core)" "$(dash "$(r "idle$n.cpu_pct")")" - -
   done
   printf '\nTargets\n'
-  printf '  %-58s %s\n' "Chronik produce throughput >= 2x Kafka's" "$t_tput"
-  printf '  %-58s %s\n' "Chronik p99 produce latency < Kafka's" "$t_p99"
-  printf '  %-58s %s\n' "Chronik peak RSS < 1/4 of Kafka's" "$t_rss"
-  printf '  %-58s %s\n' "idle Chronik with 1,000 partitions < 300 MiB RSS" "$t_idle"
-  printf '  %-58s %s\n' "idle Chronik with 10,000 partitions < 100 MiB RSS" "$t_idle_rss"
-  printf '  %-58s %s\n' "idle Chronik with 10,000 partitions < 1% of a core" "$t_idle_cpu"
+  for t in "${targets[@]}"; do printf '  %-58s %s\n' "${t%%|*}" "${t#*|}"; done
   [[ -z "$ceiling_note" ]] || printf '  %s\n  %s\n' "$ceiling_note" "$budget_note"
   [[ -z "$valid_note" ]] || printf '  %s\n' "$valid_note"
   ((${#FAILED[@]})) && printf '\nFAILED phases: %s (logs in %s)\n' "${FAILED[*]}" "$WORK"
@@ -549,6 +605,11 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo "producer acks=all unthrottled (kafka-tools ProducerPerformance), then ConsumerPerformance over the same records;"
   echo "before it, $WARMUP unmeasured records into topic \`warmup\` to warm each broker up."
   echo "Brokers ran one after the other on the same machine; Chronik first, then Apache Kafka ${KAFKA_VERSION:-4.1.1} (KRaft, single node)."
+  echo "\"RF 3\" rows: three brokers of each (\`bench/rf3.py\`; Kafka as three KRaft broker+controller nodes with"
+  echo "min.insync.replicas=2, Chronik acknowledging once a Raft majority has fsynced), ${BENCH_RF3_RECORDS:-300000} records into a"
+  echo "$PARTITIONS-partition RF 3 topic after as many unmeasured ones, CPU, disk writes and peak RSS summed over the three;"
+  echo "fixed rate ${BENCH_RF3_FIXED_RATE_MBS:-5} MB/s; failover: a producer at 500 records/s into a one-partition RF 3 topic, its leader"
+  echo "SIGKILLed, time to the first ack of a record sent after the kill (median and longest of 3, restarted in between)."
   echo
   echo "| metric | Chronik | Kafka | Chronik/Kafka |"
   echo "|---|---:|---:|---:|"
@@ -566,12 +627,7 @@ mkdir -p "$(dirname "$OUT_MD")"
   echo
   echo "| target | result |"
   echo "|---|---|"
-  echo "| Chronik produce throughput >= 2x Kafka's | $t_tput |"
-  echo "| Chronik p99 produce latency < Kafka's | $t_p99 |"
-  echo "| Chronik peak RSS < 1/4 of Kafka's | $t_rss |"
-  echo "| idle Chronik with 1,000 partitions < 300 MiB RSS | $t_idle |"
-  echo "| idle Chronik with 10,000 partitions < 100 MiB RSS | $t_idle_rss |"
-  echo "| idle Chronik with 10,000 partitions < 1% of a core | $t_idle_cpu |"
+  for t in "${targets[@]}"; do echo "| ${t%%|*} | ${t#*|} |"; done
   echo
   if [[ -n "$ceiling_note" ]]; then echo "Throughput bound: $ceiling_note; $budget_note."; echo; fi
   if [[ -n "$valid_note" ]]; then echo "**$valid_note**"; echo; fi
@@ -636,6 +692,12 @@ names = {
     "fetch_only_mb_s": "cons_fetch_mbps", "peak_rss_mib": "peak_rss_mib",
     "produce_mb_s": "prod_mbps", "produce_p99_ms": "prod_p99",
     "producer_tool_cpu_ms_per_mb": "tool_cpu_ms_mb",
+    "rf3_produce_cpu_ms_per_mb": "rf3_broker_cpu_ms_mb", "rf3_consume_cpu_ms_per_mb": "rf3_cons_cpu_ms_mb",
+    "rf3_disk_write_bytes_per_byte": "rf3_disk_write_per_byte", "rf3_fixed_rate_p50_ms": "rf3_fixed_p50",
+    "rf3_fixed_rate_p99_ms": "rf3_fixed_p99", "rf3_fixed_rate_p999_ms": "rf3_fixed_p999",
+    "rf3_fetch_only_mb_s": "rf3_cons_fetch_mbps", "rf3_peak_rss_mib": "rf3_peak_rss_mib",
+    "rf3_produce_mb_s": "rf3_prod_mbps", "rf3_produce_p99_ms": "rf3_prod_p99",
+    "failover_s": "failover_s", "failover_max_s": "failover_max_s",
 }
 def number(v):
     try:
@@ -661,6 +723,6 @@ log "wrote $OUT_JSON"
 
 if ((${#FAILED[@]})); then exit 1; fi
 if [[ "${BENCH_STRICT:-0}" == 1 ]]; then
-  for t in "$t_tput" "$t_p99" "$t_rss" "$t_idle" "$t_idle_rss" "$t_idle_cpu"; do [[ "$t" == MET ]] || exit 3; done
+  for t in "${targets[@]}"; do [[ "${t#*|}" == MET ]] || exit 3; done
 fi
 exit 0

@@ -18,6 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+# Brokers are started with fork + exec while gRPC channels (the admin API's) have threads
+# running; gRPC's fork handlers can then deadlock the fork itself (grpc/grpc#13873, #17986:
+# a CI run hung in Popen). A child that execs at once needs none of them. Read when grpc
+# is first imported, so set before any import that may bring it in.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import grpc
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec

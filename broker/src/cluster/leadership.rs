@@ -2,6 +2,8 @@
 //! groups it leads, with their voters and in-sync voters. Brokers that do not host a
 //! partition learn its leader this way (to answer Metadata), followers learn the ISR
 //! only a leader knows, and the reports double as a liveness signal for ClusterStatus.
+//! A peer that refuses a report's connection has lost its process: the Raft driver then
+//! elects new leaders for its groups at once (`raft/driver/failover.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +23,13 @@ pub async fn report_loop(broker: Arc<Broker>, shutdown: Shutdown) {
     let mut interval = tokio::time::interval(REPORT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = interval.tick() => {}
+        // Every interval to every peer; at once to a peer a Raft call just failed to
+        // reach (a refused report tells that its process is gone).
+        let peers = tokio::select! {
+            _ = interval.tick() => broker.peers.ids(),
+            suspects = broker.peers.suspected() => suspects,
             _ = shutdown.clone().wait() => return,
-        }
-        let peers = broker.peers.ids();
+        };
         if peers.is_empty() {
             continue; // (a single broker: no one to tell, and its thousands of leaderships cost)
         }
@@ -34,15 +38,35 @@ pub async fn report_loop(broker: Arc<Broker>, shutdown: Shutdown) {
             let Some(channel) = broker.peers.channel(peer) else {
                 continue;
             };
-            let report = report.clone();
+            let (report, broker) = (report.clone(), broker.clone());
             // One slow or dead peer must not delay the others' reports.
             tokio::spawn(async move {
                 let mut client = ClusterClient::new(channel);
                 let call = client.report_leadership(report);
-                let _ = tokio::time::timeout(Duration::from_secs(1), call).await;
+                if let Ok(Err(status)) = tokio::time::timeout(Duration::from_secs(1), call).await {
+                    if refused(&status) {
+                        broker.catalog.peer_refused(peer);
+                        broker.raft.peer_down(peer);
+                    }
+                }
             });
         }
     }
+}
+
+/// Whether a call failed because nothing listens at the peer's address: its broker
+/// process is gone. (A live peer that is slow or cut off times out instead.)
+fn refused(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn build_report(broker: &Broker) -> LeadershipReport {

@@ -18,6 +18,9 @@ pub struct Peers {
     learned: Mutex<HashMap<u64, String>>,
     catalog: Arc<Catalog>,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
+    /// Peers a call just failed to reach (see [`Peers::suspect`]).
+    suspects: Mutex<BTreeSet<u64>>,
+    suspicion: tokio::sync::Notify,
 }
 
 impl Peers {
@@ -32,6 +35,29 @@ impl Peers {
             learned: Mutex::default(),
             catalog,
             channels: Mutex::default(),
+            suspects: Mutex::default(),
+            suspicion: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A call to `id` failed (its connection broke): the leadership reports check it at
+    /// once rather than at their next round, so that a broker whose process is gone is
+    /// known to be gone within milliseconds (see `leadership.rs`).
+    pub fn suspect(&self, id: u64) {
+        self.suspects.lock().unwrap().insert(id);
+        self.suspicion.notify_one();
+    }
+
+    /// Waits until some peer is suspected, and returns (and forgets) the suspects.
+    pub async fn suspected(&self) -> Vec<u64> {
+        loop {
+            let taken: Vec<u64> = std::mem::take(&mut *self.suspects.lock().unwrap())
+                .into_iter()
+                .collect();
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.suspicion.notified().await;
         }
     }
 

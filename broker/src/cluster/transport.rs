@@ -103,6 +103,7 @@ async fn send_loop(
             Ok(Err(e)) => {
                 metrics::RAFT_SEND_FAILURES.inc();
                 if !failing {
+                    peers.suspect(to);
                     tracing::warn!(peer = to, error = %e.message(), "cannot reach peer; Raft will retry");
                     failing = true;
                 }

@@ -46,6 +46,7 @@ pub struct Catalog {
     /// When each peer last reported its leaderships: a live peer reports every few
     /// hundred milliseconds.
     peer_seen: Mutex<HashMap<u64, Instant>>,
+    peer_refused: Mutex<std::collections::HashSet<u64>>,
     offsets: RwLock<HashMap<OffsetKey, CommittedOffset>>,
     /// Bumped whenever records become visible, waking long-polling fetches.
     appended: watch::Sender<u64>,
@@ -63,6 +64,7 @@ impl Default for Catalog {
             metadata_members: Mutex::default(),
             leaving: RwLock::default(),
             peer_seen: Mutex::default(),
+            peer_refused: Mutex::default(),
             offsets: RwLock::default(),
             appended: watch::channel(0).0,
             ready: AtomicBool::new(false),
@@ -178,6 +180,19 @@ impl Catalog {
 
     pub fn peer_seen(&self, id: u64) {
         self.peer_seen.lock().unwrap().insert(id, Instant::now());
+        self.peer_refused.lock().unwrap().remove(&id);
+    }
+
+    /// A peer refused a connection: its process is gone (until it reports again).
+    pub fn peer_refused(&self, id: u64) {
+        self.peer_refused.lock().unwrap().insert(id);
+    }
+
+    /// Whether a peer refused its last connection and has not reported since: leaders
+    /// there are not advertised, so that clients ask again until a new leader is known
+    /// instead of waiting on a broker that is gone.
+    pub fn peer_down(&self, id: u64) -> bool {
+        self.peer_refused.lock().unwrap().contains(&id)
     }
 
     /// Whether a peer reported within `window`.

@@ -26,7 +26,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, ctx: &Ctx) -> Me
             .catalog
             .topics()
             .iter()
-            .map(|t| describe(t, version))
+            .map(|t| describe(broker, t, version))
             .collect(),
         Some(requested) => {
             let auto_create = broker.settings.auto_create_topics
@@ -46,7 +46,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, ctx: &Ctx) -> Me
                     (v, _) => v,
                 };
                 out.push(match view {
-                    Ok(v) => describe(&v, version),
+                    Ok(v) => describe(broker, &v, version),
                     Err(code) => MetadataResponseTopic::default()
                         .with_error_code(code)
                         .with_name(t.name.clone())
@@ -155,7 +155,7 @@ async fn lookup_or_create(
     }
 }
 
-fn describe(t: &TopicView, version: i16) -> MetadataResponseTopic {
+fn describe(broker: &Broker, t: &TopicView, version: i16) -> MetadataResponseTopic {
     let ids = |v: Vec<u64>| {
         v.into_iter()
             .map(|id| BrokerId(id as i32))
@@ -170,7 +170,9 @@ fn describe(t: &TopicView, version: i16) -> MetadataResponseTopic {
                 .with_partition_index(p.partition)
                 .with_replica_nodes(ids(replicas))
                 .with_isr_nodes(ids(in_sync));
-            match p.leader() {
+            // (A leader whose broker refuses connections is gone: clients then ask again
+            // soon and find the voter taking over, instead of waiting on it.)
+            match p.leader().filter(|l| !broker.catalog.peer_down(*l)) {
                 Some(leader) => response
                     .with_leader_id(BrokerId(leader as i32))
                     .with_leader_epoch(if version >= 7 { p.leader_epoch() } else { -1 }),

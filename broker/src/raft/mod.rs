@@ -109,6 +109,8 @@ pub(crate) enum DriverMsg {
         to: u64,
         delivered: bool,
     },
+    /// A peer refuses connections (its process is gone): groups it leads elect at once.
+    PeerDown(u64),
     Shutdown,
 }
 
@@ -211,6 +213,11 @@ impl RaftHandle {
             to,
             delivered,
         });
+    }
+
+    /// Tells the driver that `node`'s broker refuses connections (see `driver/failover.rs`).
+    pub fn peer_down(&self, node: u64) {
+        let _ = self.tx.send(DriverMsg::PeerDown(node));
     }
 
     pub fn shutdown(&self) {

@@ -401,6 +401,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(ids: &[u64]) -> Cluster {
+        Self::start_ticking(ids, Duration::from_millis(20))
+    }
+
+    /// A cluster whose Raft ticks every `tick` (an election times out after 10 to 20).
+    fn start_ticking(ids: &[u64], tick: Duration) -> Cluster {
         let net = Arc::new(Net::default());
         let nodes = ids
             .iter()
@@ -416,7 +421,7 @@ impl Cluster {
                 let cfg = DriverConfig {
                     node_id: id,
                     voters: ids.to_vec(),
-                    tick: Duration::from_millis(20),
+                    tick,
                     retention_check: Duration::from_millis(100),
                     ..config()
                 };
@@ -517,6 +522,16 @@ impl Cluster {
         }
     }
 
+    /// Waits until the high watermark of the topic's partition 0 on `nodes` is `hw`.
+    async fn wait_high_watermarks_of(&self, nodes: &[u64], topic: &str, hw: i64) {
+        for &n in nodes {
+            wait_for("equal high watermarks", || {
+                (self.high_watermark(n, topic) == hw).then_some(())
+            })
+            .await;
+        }
+    }
+
     /// Fails the test if a driver thread ended (raft-rs panics end it).
     fn assert_drivers_alive(&self) {
         for n in &self.nodes {
@@ -579,6 +594,36 @@ async fn three_nodes_with_one_record() -> (Cluster, u64) {
     let group = cluster.group("t");
     produce(&cluster.node(1).handle, group).await;
     (cluster, group)
+}
+
+/// A leader whose broker refuses connections is replaced at once: the lowest surviving
+/// voter starts an election that its peers' leader lease does not hold up, long before
+/// any election timeout (2 to 4 s here). Another voter told the same does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_broker_is_gone_is_replaced_without_an_election_timeout() {
+    let cluster = Cluster::start_ticking(&[1, 2, 3], Duration::from_millis(200));
+    cluster.topic("t", &[1, 2, 3]).await;
+    let group = cluster.group("t");
+    produce(&cluster.node(1).handle, group).await;
+    let led_by = |node: u64| {
+        let p = cluster.node(node).catalog.partition("t", 0).unwrap();
+        (p.leader(), p.leader_epoch())
+    };
+    let (_, epoch) = led_by(1);
+
+    cluster.net.cut_off(1);
+    let down_at = Instant::now();
+    cluster.node(3).handle.peer_down(1); // (not the successor: nothing happens)
+    cluster.node(2).handle.peer_down(1);
+    wait_for("node 2 to lead", || (led_by(2).0 == Some(2)).then_some(())).await;
+    let took = down_at.elapsed();
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    assert!(led_by(2).1 > epoch);
+    // The new leader commits, with node 3.
+    produce(&cluster.node(2).handle, group).await;
+    cluster.wait_high_watermarks_of(&[2, 3], "t", 2).await;
+    cluster.assert_drivers_alive();
+    cluster.stop();
 }
 
 /// A leader whose own write is still queued must not count itself towards the commit

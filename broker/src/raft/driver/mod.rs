@@ -25,6 +25,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Message};
 use raft::Ready;
 use rocksdb::WriteBatch;
 
+mod failover;
 mod groups;
 mod retention;
 mod snapshots;
@@ -354,6 +355,10 @@ impl Driver {
                 delivered,
             } => {
                 self.snapshot_sent(group, to, delivered);
+                true
+            }
+            DriverMsg::PeerDown(peer) => {
+                self.peer_down(peer);
                 true
             }
             DriverMsg::Shutdown => false,
