@@ -69,22 +69,23 @@ def cpu_ticks(pids) -> int:
     return total
 
 
-def write_bytes(pids) -> int:
+def proc_sum(pids, file: str, key: str) -> int:
+    """The number after `key` in /proc/PID/`file`, summed over `pids`."""
     total = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            if line.startswith("write_bytes:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key):
                 total += int(line.split()[1])
     return total
 
 
+def write_bytes(pids) -> int:
+    """Bytes the processes sent to storage."""
+    return proc_sum(pids, "io", "write_bytes:")
+
+
 def peak_rss_mib(pids) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1])
-    return total / 1024
+    return proc_sum(pids, "status", "VmHWM:") / 1024
 
 
 class ChronikCluster:
