@@ -266,3 +266,78 @@ async fn record(
         broker.groups.group_recorded(&group, change, ok);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use rocksdb::WriteBatch;
+
+    use super::*;
+    use crate::log::PartitionMachine;
+    use crate::storage::{self, GroupStorage};
+
+    /// A coordinator partition on its own database holding `batches`, one Raft entry
+    /// each, applied.
+    fn partition(dir: &std::path::Path, batches: &[Bytes]) -> (Db, Arc<PartitionShared>) {
+        let db = storage::open(dir).unwrap();
+        let mut wb = WriteBatch::default();
+        let mut store = GroupStorage::create(db.clone(), 5, vec![1], vec![], &mut wb);
+        let shared = Arc::new(PartitionShared::new(OFFSETS_TOPIC.into(), 0, 5));
+        let mut machine = PartitionMachine::load(&db, shared.clone()).unwrap();
+        let entries: Vec<raft::eraftpb::Entry> = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| raft::eraftpb::Entry {
+                index: i as u64 + 1,
+                term: 1,
+                data: b.to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        store.stage_append(entries.clone(), &mut wb);
+        for e in &entries {
+            machine.apply(e.index, e.term, &e.data, &mut wb);
+        }
+        storage::write(&db, wb, true).unwrap();
+        machine.publish();
+        (db, shared)
+    }
+
+    /// A checkpoint restates a membership recorded before a group emptied (the tombstone
+    /// was written between the checkpoint's read and its restatement): the group stays
+    /// empty for a new coordinator, and a membership restated without a later change is
+    /// loaded as recorded.
+    #[test]
+    fn a_restated_membership_never_brings_back_a_group_emptied_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            generation: 4,
+            leader: "m-1".into(),
+            members: vec![],
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&value).unwrap());
+        let group = |g: &str| Key::Group { group: g.into() };
+        let batches = [
+            records::encode_batch(&[(group("g"), Some(bytes.to_vec()))]), // offset 0
+            records::encode_batch(&[(group("h"), Some(bytes.to_vec()))]), // 1
+            records::encode_batch(&[(group("g"), None)]),                 // 2: g empties
+            records::encode_restated(&[
+                (group("g"), bytes.clone(), 0),
+                (group("h"), bytes.clone(), 1),
+            ]), // 3, 4
+        ];
+        let (db, shared) = partition(dir.path(), &batches);
+        assert_eq!(shared.high_watermark(), 5);
+        let loaded = read_partition(&db, &shared, 5).unwrap();
+        assert!(
+            !loaded.groups.contains_key("g"),
+            "{:?}",
+            loaded.groups.keys()
+        );
+        assert_eq!(loaded.groups.get("h"), Some(&value));
+    }
+}
