@@ -44,8 +44,8 @@ pub async fn report_loop(broker: Arc<Broker>, shutdown: Shutdown) {
                 let mut client = ClusterClient::new(channel);
                 let call = client.report_leadership(report);
                 if let Ok(Err(status)) = tokio::time::timeout(Duration::from_secs(1), call).await {
-                    if refused(&status) {
-                        broker.catalog.peer_refused(peer);
+                    // (Once per death: the reports that keep being refused change nothing.)
+                    if refused(&status) && broker.catalog.peer_refused(peer) {
                         broker.raft.peer_down(peer);
                     }
                 }

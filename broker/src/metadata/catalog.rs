@@ -46,6 +46,7 @@ pub struct Catalog {
     /// When each peer last reported its leaderships: a live peer reports every few
     /// hundred milliseconds.
     peer_seen: Mutex<HashMap<u64, Instant>>,
+    /// Peers that refused a connection since they last reported: their process is gone.
     peer_refused: Mutex<std::collections::HashSet<u64>>,
     offsets: RwLock<HashMap<OffsetKey, CommittedOffset>>,
     /// Bumped whenever records become visible, waking long-polling fetches.
@@ -184,8 +185,9 @@ impl Catalog {
     }
 
     /// A peer refused a connection: its process is gone (until it reports again).
-    pub fn peer_refused(&self, id: u64) {
-        self.peer_refused.lock().unwrap().insert(id);
+    /// Answers whether this is news (it was not known to be down).
+    pub fn peer_refused(&self, id: u64) -> bool {
+        self.peer_refused.lock().unwrap().insert(id)
     }
 
     /// Whether a peer refused its last connection and has not reported since: leaders
