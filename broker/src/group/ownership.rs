@@ -296,7 +296,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        store.stage_append(entries.clone(), &mut wb);
+        store.stage_append(entries.clone(), &mut wb, &mut vec![]);
         for e in &entries {
             machine.apply(e.index, e.term, &e.data, &mut wb);
         }

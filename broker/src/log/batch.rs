@@ -114,6 +114,14 @@ pub fn parse_header(batch: &[u8]) -> BatchHeader {
     }
 }
 
+/// As [`put_stamped`], for a batch already in place.
+pub fn stamp(batch: &mut [u8], base_offset: i64, leader_epoch: i32) -> anyhow::Result<()> {
+    anyhow::ensure!(batch.len() >= 16, "a stored batch of {} bytes", batch.len());
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    Ok(())
+}
+
 /// Copies a stored batch into `out` with its offset and leader epoch filled in.
 pub fn put_stamped(out: &mut BytesMut, stored: &[u8], base_offset: i64, leader_epoch: i32) {
     out.reserve(stored.len());

@@ -7,7 +7,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::batch;
 use super::partition::{IndexedBatch, PartitionShared};
-use crate::storage::{entry_data, keys, Db};
+use crate::storage::{entry_data, keys, Db, Pointer};
 
 /// Iterates indexed batches whose last offset is at least `from`, below the high watermark:
 /// those in RocksDB, then the newest ones whose index entries are still being written.
@@ -71,7 +71,22 @@ pub fn read(db: &Db, p: &PartitionShared, offset: i64, max_bytes: usize) -> anyh
                 anyhow::bail!("log entry {} of {} missing", b.raft_index, p.topic);
             }
         };
-        batch::put_stamped(&mut out, entry_data(raw), b.base_offset, b.term as i32);
+        let Some(pointer) = Pointer::decode(raw) else {
+            batch::put_stamped(&mut out, entry_data(raw), b.base_offset, b.term as i32);
+            continue;
+        };
+        // Straight from the log file into the response, stamped there.
+        let (pos, len) = pointer.data()?;
+        let at = out.len();
+        out.resize(at + len, 0);
+        if let Err(e) = db.files.read(p.group, pointer.file, pos, &mut out[at..]) {
+            out.truncate(at);
+            if at > 0 && e.kind() == std::io::ErrorKind::NotFound {
+                break; // retention deleted the file meanwhile: serve what was read
+            }
+            return Err(e.into());
+        }
+        batch::stamp(&mut out[at..], b.base_offset, b.term as i32)?;
         if out.len() >= max_bytes {
             break;
         }

@@ -105,12 +105,21 @@ pub fn read_batches(
         let (k, v) = row?;
         let b = IndexedBatch::decode(&k, &v);
         entries.seek(keys::entry_key(group, b.raft_index));
-        let entry = match (entries.key(), entries.value()) {
-            (Some(k), Some(v)) if keys::u64_suffix(k) == b.raft_index => v.to_vec(),
+        let stored = match (entries.key(), entries.value()) {
+            (Some(k), Some(v)) if keys::u64_suffix(k) == b.raft_index => v,
             _ => {
                 entries.status()?;
                 anyhow::bail!("log entry {} of group {group} is missing", b.raft_index);
             }
+        };
+        // Sent inline whatever the sender keeps in files: the receiver writes it once,
+        // into the SST it ingests.
+        let entry = match db.entry_bytes(group, stored) {
+            Ok(entry) => entry.into_owned(),
+            // Retention deleted the oldest files meanwhile: start later, as above. (Files
+            // go oldest first, so none is missing once one was read.)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && batches == 0 => continue,
+            Err(e) => return Err(e.into()),
         };
         chunk_bytes += entry.len() + v.len();
         bytes += storage::entry_data(&entry).len() as u64;
@@ -396,7 +405,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        s.stage_append(entries.clone(), &mut wb);
+        s.stage_append(entries.clone(), &mut wb, &mut vec![]);
         for e in &entries {
             m.apply(e.index, e.term, &e.data, &mut wb);
         }
@@ -504,6 +513,9 @@ mod tests {
         let leader = storage::open(a.path()).unwrap();
         let mut wb = WriteBatch::default();
         let mut s = GroupStorage::create(leader.clone(), 5, vec![1], vec![], &mut wb);
+        // The leader keeps its batches in log files; they travel inline.
+        s.keep_entries_in_files().unwrap();
+        let mut files = vec![];
         let mut m =
             PartitionMachine::load(&leader, Arc::new(PartitionShared::new("t".into(), 0, 5)))
                 .unwrap();
@@ -514,9 +526,11 @@ mod tests {
                 data: make_batch(1, -1, -1, &big).to_vec(),
                 ..Default::default()
             };
-            s.stage_append(vec![e.clone()], &mut wb);
+            s.stage_append(vec![e.clone()], &mut wb, &mut files);
             m.apply(i, 1, &e.data, &mut wb);
         }
+        assert_eq!(files.len(), 10);
+        leader.files.write(&files).unwrap();
         storage::write(&leader, wb, true).unwrap();
         let follower = storage::open(b.path()).unwrap();
         // 300 KiB batches, 1 MiB chunks: four batches at most per chunk.

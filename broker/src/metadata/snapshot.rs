@@ -163,7 +163,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        s.stage_append(log, &mut wb);
+        s.stage_append(log, &mut wb, &mut vec![]);
         let (mut m, _) = MetadataMachine::load(&db).unwrap();
         for (i, c) in commands.iter().enumerate() {
             apply(&mut m, i as u64 + 1, c, &mut wb);

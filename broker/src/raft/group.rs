@@ -168,6 +168,8 @@ pub(super) struct Round {
     pub effects: Vec<Outcome>,
     /// Snapshots to install ahead of this round's writes.
     pub ingest: Vec<crate::log::snapshot::Received>,
+    /// Entries for log files, written ahead of the batch holding their pointers.
+    pub files: Vec<crate::storage::FileWrite>,
 }
 
 pub(super) fn queue_messages(

@@ -16,10 +16,19 @@ use super::DriverMsg;
 use crate::log::snapshot::{self, Received};
 use crate::log::PartitionShared;
 use crate::metrics;
-use crate::storage::{self, Db};
+use crate::storage::{self, Db, FileWrite};
 
+#[derive(Default)]
 pub struct PersistJob {
     pub batch: WriteBatch,
+    /// Entries for log files, appended and synced before any batch of the pass is written
+    /// (the batch holds their pointers).
+    pub files: Vec<FileWrite>,
+    /// Groups whose log files go once the batch is written (it deletes their keys).
+    pub remove_files: Vec<u64>,
+    /// Groups whose files older than the first one still pointed into may go once the
+    /// batch is written (it compacts their logs), with the file each appends to.
+    pub collect_files: Vec<(u64, u64)>,
     /// Readies made durable by this batch: (group, ready number).
     pub readies: Vec<(u64, u64)>,
     /// Partitions whose offset index is stored by this batch, up to the given last offset.
@@ -33,6 +42,22 @@ pub struct PersistJob {
 }
 
 impl PersistJob {
+    /// Deletes the log files that the job's batch, now written, left without a pointer.
+    pub fn tidy_files(&mut self, db: &Db) {
+        for group in std::mem::take(&mut self.remove_files) {
+            if let Err(e) = db.files.remove_group(group) {
+                tracing::warn!(group, error = %e, "deleting a deleted group's log files failed");
+            }
+        }
+        for (group, newest) in std::mem::take(&mut self.collect_files) {
+            match db.files.collect(db, group, newest) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(group, files = n, "log files below the log start deleted"),
+                Err(e) => tracing::warn!(group, error = %e, "deleting old log files failed"),
+            }
+        }
+    }
+
     /// Marks what the job stored as readable from RocksDB.
     pub fn written(self) -> Vec<(u64, u64)> {
         for landed in self.landed {
@@ -78,6 +103,15 @@ fn run(
             jobs.push(more);
         }
         let started = Instant::now();
+        // Entries' bytes first: a pointer must never be durable before what it names.
+        let appended: Vec<FileWrite> = jobs
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.files))
+            .collect();
+        if let Err(e) = db.files.write(&appended) {
+            tracing::error!(error = %e, "raft log file write failed; stopping");
+            std::process::exit(70);
+        }
         // Only Raft state (entries, hard state) must be durable before the driver goes on;
         // applied state can be rebuilt from the log, so a round that stored nothing else
         // costs no fsync. One sync on the last write covers every earlier one.
@@ -103,6 +137,7 @@ fn run(
                 tracing::error!(error = %e, "raft log write failed; stopping");
                 std::process::exit(70);
             }
+            job.tidy_files(&db);
             readies.extend(job.written());
         }
         if readies.is_empty() {

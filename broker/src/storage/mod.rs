@@ -1,13 +1,18 @@
-//! Durable storage: one RocksDB instance holds every Raft group's log and state.
+//! Durable storage: one RocksDB instance holds every Raft group's log and state, and
+//! partition groups' entries are written once, to files of their own ([`log_files`]),
+//! with RocksDB holding a pointer to each.
 //!
 //! The Raft log *is* the partition log: a produced record batch is one Raft entry whose
 //! payload is the batch exactly as the client sent it.
 
 pub mod blob_gc;
 pub mod keys;
+pub mod log_files;
 pub mod raft_storage;
 pub mod space;
 
+use std::borrow::Cow;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,7 +22,34 @@ use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 pub use raft_storage::GroupStorage;
 pub use space::DiskSpace;
 
-pub type Db = Arc<DB>;
+pub use log_files::{FileWrite, LogFiles, Pointer};
+
+/// RocksDB and the log files beside it; derefs to the database, which most users need.
+pub struct Store {
+    db: DB,
+    pub files: LogFiles,
+}
+
+impl Deref for Store {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        &self.db
+    }
+}
+
+impl Store {
+    /// The encoded entry a stored value stands for: the value itself, or what its pointer
+    /// names in `group`'s files.
+    pub fn entry_bytes<'a>(&self, group: u64, raw: &'a [u8]) -> std::io::Result<Cow<'a, [u8]>> {
+        match Pointer::decode(raw) {
+            Some(p) => Ok(Cow::Owned(self.files.entry(group, &p)?)),
+            None => Ok(Cow::Borrowed(raw)),
+        }
+    }
+}
+
+pub type Db = Arc<Store>;
 
 pub fn open(dir: &Path) -> anyhow::Result<Db> {
     std::fs::create_dir_all(dir)?;
@@ -40,7 +72,8 @@ pub fn open(dir: &Path) -> anyhow::Result<Db> {
     opts.set_keep_log_file_num(3);
     let db = DB::open(&opts, dir.join("rocksdb"))
         .map_err(|e| anyhow::anyhow!("opening RocksDB under {}: {e}", dir.display()))?;
-    Ok(Arc::new(db))
+    let files = LogFiles::new(dir.join("log"));
+    Ok(Arc::new(Store { db, files }))
 }
 
 /// Writes a batch; `sync` makes it (and every earlier write) durable before returning.
@@ -62,7 +95,17 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
 /// Encodes into `v` (cleared first), so one buffer can serve many entries.
 pub fn encode_entry_into(entry: &Entry, v: &mut Vec<u8>) {
     v.clear();
-    v.reserve(ENTRY_HEADER + entry.context.len() + entry.data.len());
+    append_entry(entry, v);
+}
+
+/// Bytes `entry` takes encoded.
+pub fn encoded_len(entry: &Entry) -> usize {
+    ENTRY_HEADER + entry.context.len() + entry.data.len()
+}
+
+/// Encodes `entry` at the end of `v`.
+pub fn append_entry(entry: &Entry, v: &mut Vec<u8>) {
+    v.reserve(encoded_len(entry));
     v.extend_from_slice(&entry.term.to_be_bytes());
     v.push(entry.entry_type as u8);
     v.extend_from_slice(&(entry.context.len() as u32).to_be_bytes());

@@ -6,6 +6,10 @@
 //! asynchronous Ready), staged entries are kept in an in-memory cache until they are
 //! applied (and therefore durable): reads of the tail never miss, and applying committed
 //! entries does not read back from RocksDB what was just written.
+//!
+//! A partition group's entries go to its log files instead ([`super::log_files`]): staged
+//! as [`FileWrite`]s that the log writer appends and syncs before the batch holding their
+//! pointers.
 
 use std::collections::VecDeque;
 
@@ -14,7 +18,8 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
-use super::{decode_entry, entry_term, keys, Db};
+use super::log_files::{Pointer, Tail, FILE_BYTES, FILE_MIN_DATA};
+use super::{decode_entry, entry_term, keys, Db, FileWrite};
 
 /// Makes the snapshot raft-rs asks for when a follower needs compacted entries: the
 /// group's state machine knows what its state is (see `log::snapshot::describe`).
@@ -34,6 +39,9 @@ pub struct GroupStorage {
     last_index: u64,
     /// Staged entries not yet applied, contiguous by index.
     cache: VecDeque<Entry>,
+    /// Where the next entry goes in this group's log files; `None` keeps every entry
+    /// inline in RocksDB (the metadata group, whose log is small and snapshotted whole).
+    tail: Option<Tail>,
 }
 
 impl GroupStorage {
@@ -51,6 +59,11 @@ impl GroupStorage {
             learners,
             ..Default::default()
         };
+        // Files an earlier incarnation left (a crash between its deletion and its files'):
+        // nothing points into them.
+        if let Err(e) = db.files.remove_group(group) {
+            tracing::warn!(group, error = %e, "could not delete an earlier replica's log files");
+        }
         batch.put(
             keys::group_key(keys::CONF_STATE, group),
             conf_state.encode_to_vec(),
@@ -65,6 +78,7 @@ impl GroupStorage {
             truncated_term: 0,
             last_index: 0,
             cache: VecDeque::new(),
+            tail: None,
         }
     }
 
@@ -101,6 +115,7 @@ impl GroupStorage {
             truncated_term,
             last_index: truncated_index,
             cache: VecDeque::new(),
+            tail: None,
         };
         storage.last_index = storage.find_last_index().max(truncated_index);
         Ok(Some(storage))
@@ -124,6 +139,17 @@ impl GroupStorage {
         &self.hard_state
     }
 
+    /// From now on entries with a payload worth it go to the group's log files.
+    pub fn keep_entries_in_files(&mut self) -> std::io::Result<()> {
+        self.tail = Some(self.db.files.tail(self.group)?);
+        Ok(())
+    }
+
+    /// The file this group appends to, whose older siblings may hold nothing live.
+    pub fn newest_file(&self) -> Option<u64> {
+        self.tail.map(|t| t.file)
+    }
+
     /// Lets the group send snapshots, made by `source`.
     pub fn set_snapshot_source(&mut self, source: SnapshotSource) {
         self.snapshots = Some(source);
@@ -137,6 +163,13 @@ impl GroupStorage {
         self.truncated_term = meta.term;
         self.last_index = meta.index;
         self.cache.clear();
+        // What the files hold now lies below the snapshot: a new file lets them all go.
+        if let Some(tail) = self.tail.as_mut().filter(|t| t.end > 0) {
+            *tail = Tail {
+                file: tail.file + 1,
+                end: 0,
+            };
+        }
         if let Some(cs) = &meta.conf_state {
             self.conf_state = cs.clone();
         }
@@ -144,16 +177,56 @@ impl GroupStorage {
     }
 
     /// Appends entries, replacing any conflicting suffix (Raft may overwrite uncommitted
-    /// entries), and keeps them in the entry cache.
-    pub fn stage_append(&mut self, entries: Vec<Entry>, batch: &mut WriteBatch) {
+    /// entries), and keeps them in the entry cache. Entries bound for the log files are
+    /// added to `files`, their pointers to `batch`.
+    pub fn stage_append(
+        &mut self,
+        entries: Vec<Entry>,
+        batch: &mut WriteBatch,
+        files: &mut Vec<FileWrite>,
+    ) {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return;
         };
         let (first, last) = (first.index, last.index);
         let mut value = Vec::new();
+        let mut appending: Option<FileWrite> = None;
         for e in &entries {
-            super::encode_entry_into(e, &mut value);
-            batch.put(keys::entry_key(self.group, e.index), &value);
+            let key = keys::entry_key(self.group, e.index);
+            let Some(tail) = self.tail.as_mut().filter(|_| e.data.len() >= FILE_MIN_DATA) else {
+                super::encode_entry_into(e, &mut value);
+                batch.put(key, &value);
+                continue;
+            };
+            let w = appending.get_or_insert_with(|| FileWrite {
+                group: self.group,
+                file: tail.file,
+                pos: tail.end,
+                bytes: Vec::with_capacity(entries.iter().map(super::encoded_len).sum()),
+            });
+            let at = w.bytes.len();
+            super::append_entry(e, &mut w.bytes);
+            let pointer = Pointer {
+                term: e.term,
+                entry_type: e.entry_type as u8,
+                file: w.file,
+                pos: w.pos + at as u64,
+                len: (w.bytes.len() - at) as u32,
+                context_len: e.context.len() as u32,
+            };
+            batch.put(key, pointer.encode());
+            if w.pos + w.bytes.len() as u64 >= FILE_BYTES {
+                // Full: the next entry starts the next file.
+                *tail = Tail {
+                    file: tail.file + 1,
+                    end: 0,
+                };
+                files.extend(appending.take());
+            }
+        }
+        if let (Some(w), Some(tail)) = (appending, self.tail.as_mut()) {
+            tail.end = w.pos + w.bytes.len() as u64;
+            files.push(w);
         }
         if last < self.last_index {
             batch.delete_range(
@@ -362,11 +435,15 @@ impl GroupStorage {
         let mut size = 0u64;
         for item in it {
             let (k, v) = item.map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
-            size += v.len() as u64;
+            size += Pointer::decode(&v).map_or(v.len() as u64, |p| p.len as u64);
             if !out.is_empty() && size > max_size {
                 break;
             }
-            out.push(decode_entry(keys::u64_suffix(&k), &v));
+            let raw = self
+                .db
+                .entry_bytes(self.group, &v)
+                .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+            out.push(decode_entry(keys::u64_suffix(&k), &raw));
         }
         if out.len() as u64 != high - low && size <= max_size {
             return Err(raft::Error::Store(StorageError::Unavailable));
@@ -465,9 +542,10 @@ mod tests {
         s.stage_append(
             vec![entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
             &mut batch,
+            &mut vec![],
         );
         // A new leader overwrites the uncommitted tail.
-        s.stage_append(vec![entry(2, 2, b"B")], &mut batch);
+        s.stage_append(vec![entry(2, 2, b"B")], &mut batch, &mut vec![]);
         s.stage_hard_state(
             HardState {
                 term: 2,
@@ -501,6 +579,116 @@ mod tests {
         assert_eq!(state.conf_state.voters, vec![1]);
     }
 
+    /// A crash in the middle of a round: its entries reached the file (any prefix of
+    /// them), their pointers never reached RocksDB.
+    fn crash_during_an_append(cut_at: impl Fn(u64, u64) -> u64) -> (u64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = |i: u64| vec![i as u8; FILE_MIN_DATA];
+        let (durable_end, written_end) = {
+            let db = crate::storage::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            let mut s = GroupStorage::create(db.clone(), 3, vec![1], vec![], &mut batch);
+            s.keep_entries_in_files().unwrap();
+            let mut files = vec![];
+            let first: Vec<Entry> = (1..=3).map(|i| entry(i, 1, &payload(i))).collect();
+            s.stage_append(first, &mut batch, &mut files);
+            db.files.write(&files).unwrap();
+            crate::storage::write(&db, batch, true).unwrap();
+            let durable_end = s.tail.unwrap().end;
+            let (mut batch, mut files) = (WriteBatch::default(), vec![]);
+            s.stage_append(vec![entry(4, 1, &payload(4))], &mut batch, &mut files);
+            db.files.write(&files).unwrap();
+            (durable_end, s.tail.unwrap().end)
+        };
+        let file = dir.path().join("log/3/00000000000000000001.log");
+        let cut = cut_at(durable_end, written_end);
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+
+        let db = crate::storage::open(dir.path()).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 3).unwrap().unwrap();
+        s.keep_entries_in_files().unwrap();
+        assert_eq!(s.last_index().unwrap(), 3, "cut at {cut}");
+        let got = s
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .unwrap();
+        let want: Vec<Entry> = (1..=3).map(|i| entry(i, 1, &payload(i))).collect();
+        assert_eq!(got, want, "cut at {cut}");
+        // The log goes on after whatever the crash left, and reads back whole.
+        let (mut batch, mut files) = (WriteBatch::default(), vec![]);
+        let next = vec![entry(4, 2, &[9u8; 300]), entry(5, 2, &[8u8; 400])];
+        s.stage_append(next.clone(), &mut batch, &mut files);
+        assert_eq!(files[0].pos, cut, "appends start at the file's end");
+        db.files.write(&files).unwrap();
+        crate::storage::write(&db, batch, true).unwrap();
+        drop(s);
+        let s = GroupStorage::load(db, 3).unwrap().unwrap();
+        let got = s
+            .entries(1, 6, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got[3..], next[..], "cut at {cut}");
+        (durable_end, written_end)
+    }
+
+    #[test]
+    fn a_file_cut_anywhere_in_its_last_write_recovers_exactly_what_was_durable() {
+        let (durable, written) = crash_during_an_append(|_, written| written);
+        assert!(written > durable);
+        for cut in durable..written {
+            crash_during_an_append(|_, _| cut);
+        }
+    }
+
+    #[test]
+    fn entries_in_files_read_back_across_a_rewritten_tail_and_a_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        let mut s = GroupStorage::create(db.clone(), 8, vec![1], vec![], &mut batch);
+        s.keep_entries_in_files().unwrap();
+        let big = |i: u64, term: u64| entry(i, term, &vec![(i + term) as u8; 1000]);
+        let mut files = vec![];
+        s.stage_append((1..=4).map(|i| big(i, 1)).collect(), &mut batch, &mut files);
+        // A new leader rewrites the uncommitted tail; a small entry stays inline.
+        s.stage_append(
+            vec![big(3, 2), entry(4, 2, b"small")],
+            &mut batch,
+            &mut files,
+        );
+        s.tail = Some(Tail {
+            file: 1,
+            end: FILE_BYTES - 10,
+        });
+        s.stage_append(vec![big(5, 2), big(6, 2)], &mut batch, &mut files);
+        assert_eq!(s.newest_file(), Some(2), "a full file rolls");
+        db.files.write(&files).unwrap();
+        crate::storage::write(&db, batch, true).unwrap();
+        let want = vec![
+            big(1, 1),
+            big(2, 1),
+            big(3, 2),
+            entry(4, 2, b"small"),
+            big(5, 2),
+            big(6, 2),
+        ];
+        s.release_cache(6);
+        let got = s
+            .entries(1, 7, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got, want);
+        assert_eq!(s.term(5).unwrap(), 2);
+        // Nothing lives in file 1 once the log is compacted past entry 5.
+        let mut batch = WriteBatch::default();
+        s.stage_compact(5, &mut batch).unwrap();
+        crate::storage::write(&db, batch, true).unwrap();
+        assert_eq!(db.files.collect(&db, 8, 2).unwrap(), 1);
+        let got = s
+            .entries(6, 7, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got, vec![big(6, 2)]);
+    }
+
     #[test]
     fn entries_respect_max_size_but_return_at_least_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -508,7 +696,11 @@ mod tests {
         let mut batch = WriteBatch::default();
         let mut s = GroupStorage::create(db.clone(), 1, vec![1], vec![], &mut batch);
         let big = vec![7u8; 1000];
-        s.stage_append(vec![entry(1, 1, &big), entry(2, 1, &big)], &mut batch);
+        s.stage_append(
+            vec![entry(1, 1, &big), entry(2, 1, &big)],
+            &mut batch,
+            &mut vec![],
+        );
         crate::storage::write(&db, batch, true).unwrap();
         let got = s
             .entries(1, 3, 10, GetEntriesContext::empty(false))

@@ -77,20 +77,23 @@ impl Driver {
         self.destroying
             .retain(|_, landed| matches!(landed.try_recv(), Err(mpsc::TryRecvError::Empty)));
         let Some(writer) = &self.writer else {
-            return self.persist(batch, vec![], vec![]);
+            return self.submit(PersistJob {
+                batch,
+                remove_files: groups,
+                ..Default::default()
+            });
         };
         let mut landed = Vec::with_capacity(groups.len());
-        for gid in groups {
+        for &gid in &groups {
             let (tx, rx) = mpsc::channel();
             landed.push(tx);
             self.destroying.insert(gid, rx);
         }
         let job = PersistJob {
             batch,
-            readies: vec![],
-            flushed: vec![],
             landed,
-            ingest: vec![],
+            remove_files: groups,
+            ..Default::default()
         };
         writer
             .send(job)
@@ -193,6 +196,9 @@ impl Driver {
             None => crate::metadata::snapshot::describe,
         };
         storage.set_snapshot_source(snapshots);
+        if partition.is_some() {
+            storage.keep_entries_in_files()?;
+        }
         let sole_voter = raft::Storage::initial_state(&storage)?.conf_state.voters == vec![node_id];
         let config = raft::Config {
             id: node_id,

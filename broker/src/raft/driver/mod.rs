@@ -7,8 +7,9 @@
 //! goes on (raft-rs's asynchronous Ready: `advance_append_async`, then `on_persist_ready`
 //! when the writer reports back). Entries commit only once persisted, so nothing is applied
 //! or acknowledged before its fsync. Applied state goes into a second, unsynced batch: it
-//! can be rebuilt from the log, so it needs no fsync of its own. The loop sleeps on its
-//! channel between rounds; it never polls.
+//! can be rebuilt from the log, so it needs no fsync of its own. Partition entries' bytes
+//! travel beside the batch, for their log files (`storage::log_files`), and only pointers
+//! go into it. The loop sleeps on its channel between rounds; it never polls.
 //!
 //! Messages to peers are collected over a round and handed to the [`Transport`] once per
 //! destination (batched Raft traffic). Those that raft-rs allows before persisting (a
@@ -42,6 +43,7 @@ use crate::log::PartitionShared;
 use crate::metadata::catalog::LIVENESS_WINDOW;
 use crate::metadata::{self, Catalog, MetadataMachine, Outcome, TopicRecord};
 use crate::metrics;
+use crate::storage::log_files::FILE_MIN_DATA;
 use crate::storage::{self, blob_gc::BlobGc, Db, GroupStorage};
 
 #[derive(Debug, Clone)]
@@ -544,8 +546,13 @@ impl Driver {
             }
         }
         if !persisting.is_empty() {
-            let ingest = std::mem::take(&mut round.ingest);
-            self.persist_job(raft_wb, persisting, vec![], ingest)?;
+            self.submit(PersistJob {
+                batch: raft_wb,
+                readies: persisting,
+                ingest: std::mem::take(&mut round.ingest),
+                files: std::mem::take(&mut round.files),
+                ..Default::default()
+            })?;
         }
         // Applied state is stored by the writer with its next batch; until then readers
         // find new batches in the partitions' unflushed index, so replies need not wait.
@@ -612,7 +619,10 @@ impl Driver {
             }
         } else {
             // (Taken, not copied: the storage's entry cache keeps them until applied.)
-            g.node.mut_store().stage_append(rd.take_entries(), raft_wb);
+            let entries = rd.take_entries();
+            g.node
+                .mut_store()
+                .stage_append(entries, raft_wb, &mut round.files);
             if let Some(hs) = rd.hs() {
                 g.node.mut_store().stage_hard_state(hs.clone(), raft_wb);
             }
@@ -662,24 +672,17 @@ impl Driver {
         readies: Vec<(u64, u64)>,
         flushed: Vec<(Arc<PartitionShared>, i64)>,
     ) -> anyhow::Result<()> {
-        self.persist_job(batch, readies, flushed, vec![])
-    }
-
-    /// As [`Self::persist`], installing snapshots before the batch.
-    fn persist_job(
-        &mut self,
-        batch: WriteBatch,
-        readies: Vec<(u64, u64)>,
-        flushed: Vec<(Arc<PartitionShared>, i64)>,
-        ingest: Vec<Received>,
-    ) -> anyhow::Result<()> {
-        let job = PersistJob {
+        self.submit(PersistJob {
             batch,
             readies,
             flushed,
-            landed: vec![],
-            ingest,
-        };
+            ..Default::default()
+        })
+    }
+
+    /// Hands a job to the log writer, or (while starting up) carries it out here, in the
+    /// writer's order: snapshots, log files, the batch, then the files it freed.
+    fn submit(&mut self, job: PersistJob) -> anyhow::Result<()> {
         if let Some(writer) = &self.writer {
             return writer
                 .send(job)
@@ -689,7 +692,9 @@ impl Driver {
         for received in std::mem::take(&mut job.ingest) {
             snapshot::install(&self.db, &received)?;
         }
+        self.db.files.write(&job.files)?;
         storage::write(&self.db, std::mem::take(&mut job.batch), true)?;
+        job.tidy_files(&self.db);
         for (gid, number) in job.written() {
             self.on_persisted(gid, number);
         }
@@ -762,11 +767,14 @@ impl Driver {
 
 /// Bytes the entries of these Readies take in a WriteBatch (keys and headers included).
 fn staged_bytes(readies: &[(u64, Ready)]) -> usize {
-    const PER_ENTRY: usize = 64; // key, entry header, batch record overhead
+    const PER_ENTRY: usize = 64; // key, entry header or pointer, batch record overhead
     readies
         .iter()
         .flat_map(|(_, rd)| rd.entries())
-        .map(|e| e.data.len() + e.context.len() + PER_ENTRY)
+        .map(|e| match e.data.len() {
+            inline if inline < FILE_MIN_DATA => inline + e.context.len() + PER_ENTRY,
+            _ => PER_ENTRY, // (the metadata group's large entries are few)
+        })
         .sum::<usize>()
         + 256
 }

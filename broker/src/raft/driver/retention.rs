@@ -2,7 +2,8 @@
 //! a log start that a control entry moved (DeleteRecords, a coordinator checkpoint), are
 //! dropped, moving the log start offset and compacting the Raft log below them, once
 //! every in-sync voter has the entries (a replica that needs them later, one that was
-//! away or is new, gets a snapshot).
+//! away or is new, gets a snapshot). Log files left with nothing live go once the
+//! compaction is written.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use rocksdb::WriteBatch;
 use super::Driver;
 use crate::log;
 use crate::raft::membership::followers_have;
+use crate::raft::writer::PersistJob;
 use crate::storage::keys;
 
 impl Driver {
@@ -24,6 +26,7 @@ impl Driver {
             .unwrap_or(0);
         let mut wb = WriteBatch::default();
         let mut moved = Vec::new();
+        let mut collect = Vec::new();
         for (name, record) in &self.meta.topics {
             let setting = |key: &str, default: i64| {
                 record
@@ -71,6 +74,9 @@ impl Driver {
                 // (Every batch wholly below the start is in this plan: none is left.)
                 p.below_start = false;
                 g.node.mut_store().stage_compact(raft_index, &mut wb)?;
+                if let Some(newest) = g.node.store().newest_file() {
+                    collect.push((*gid, newest));
+                }
                 moved.push(*gid);
                 tracing::info!(topic = %name, partition = p.shared.partition, first_kept = new_start,
                     "retention dropped the batches below the first kept");
@@ -81,6 +87,11 @@ impl Driver {
         }
         let moved: HashSet<u64> = moved.into_iter().collect();
         let flushed = self.publish(&moved);
-        self.persist(wb, vec![], flushed)
+        self.submit(PersistJob {
+            batch: wb,
+            flushed,
+            collect_files: collect,
+            ..PersistJob::default()
+        })
     }
 }
