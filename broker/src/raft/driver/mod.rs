@@ -551,6 +551,7 @@ impl Driver {
                 readies: persisting,
                 ingest: std::mem::take(&mut round.ingest),
                 files: std::mem::take(&mut round.files),
+                collect_files: std::mem::take(&mut round.collect_files),
                 ..Default::default()
             })?;
         }
@@ -590,6 +591,9 @@ impl Driver {
                 .expect("raft-rs restores only snapshots stepped in with their data");
             round.ingest.push(received);
             g.node.mut_store().restore(meta);
+            round
+                .collect_files
+                .extend(g.node.store().newest_file().map(|f| (id, f)));
             g.restoring = Some((rd.number(), meta.index));
         }
         let committed = rd.take_committed_entries();
