@@ -170,9 +170,8 @@ pub(super) struct Round {
     pub ingest: Vec<crate::log::snapshot::Received>,
     /// Entries for log files, written ahead of the batch holding their pointers.
     pub files: Vec<crate::storage::FileWrite>,
-    /// Groups whose log files a restored snapshot left without a pointer, with the file
-    /// each appends to next.
-    pub collect_files: Vec<(u64, u64)>,
+    /// Groups whose log files a restored snapshot left without a pointer.
+    pub collect_files: Vec<crate::storage::log_files::Collect>,
 }
 
 pub(super) fn queue_messages(

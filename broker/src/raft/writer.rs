@@ -16,6 +16,7 @@ use super::DriverMsg;
 use crate::log::snapshot::{self, Received};
 use crate::log::PartitionShared;
 use crate::metrics;
+use crate::storage::log_files::Collect;
 use crate::storage::{self, Db, FileWrite};
 
 #[derive(Default)]
@@ -27,8 +28,8 @@ pub struct PersistJob {
     /// Groups whose log files go once the batch is written (it deletes their keys).
     pub remove_files: Vec<u64>,
     /// Groups whose files older than the first one still pointed into may go once the
-    /// batch is written (it compacts their logs), with the file each appends to.
-    pub collect_files: Vec<(u64, u64)>,
+    /// batch is written (it compacts their logs).
+    pub collect_files: Vec<Collect>,
     /// Readies made durable by this batch: (group, ready number).
     pub readies: Vec<(u64, u64)>,
     /// Partitions whose offset index is stored by this batch, up to the given last offset.
@@ -49,11 +50,13 @@ impl PersistJob {
                 tracing::warn!(group, error = %e, "deleting a deleted group's log files failed");
             }
         }
-        for (group, newest) in std::mem::take(&mut self.collect_files) {
-            match db.files.collect(db, group, newest) {
+        for c in std::mem::take(&mut self.collect_files) {
+            match db.files.collect(db, &c) {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(group, files = n, "log files below the log start deleted"),
-                Err(e) => tracing::warn!(group, error = %e, "deleting old log files failed"),
+                Ok(n) => tracing::debug!(group = c.group, files = n, "dead log files deleted"),
+                Err(e) => {
+                    tracing::warn!(group = c.group, error = %e, "deleting dead log files failed")
+                }
             }
         }
     }

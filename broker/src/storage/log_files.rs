@@ -13,8 +13,8 @@
 //! is the one appended to, and rolls at [`FILE_BYTES`]. Raft's rewrite of an uncommitted
 //! tail appends the new entries to the newest file too, so a group's live pointers, read
 //! in index order, never go back to an older file: every file older than the one its first
-//! pointer names holds nothing live and goes ([`collect`]) once retention has moved the
-//! log start past it.
+//! pointer names holds nothing live and goes ([`LogFiles::collect`]) once retention has
+//! moved the log start past it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -284,30 +284,56 @@ impl LogFiles {
         open.retain(|&(g, file), _| g != group || file >= below);
     }
 
-    /// Deletes the files of `group` that no stored entry points into any more: those older
-    /// than the file of its first pointer, and older than `newest` (the file being
-    /// appended to, which has no pointer until its first write lands).
-    pub fn collect(&self, db: &DB, group: u64, newest: u64) -> io::Result<usize> {
-        let keep_from = first_pointer(db, group)
+    /// Deletes the files of a group that no stored entry points into any more: those older
+    /// than the file of its first pointer, and older than the file it appends to (which
+    /// has no pointer until its first write lands).
+    pub fn collect(&self, db: &DB, c: &Collect) -> io::Result<usize> {
+        let keep_from = match first_pointer(db, c.group, c.from_index)
             .map_err(|e| io::Error::other(e.to_string()))?
-            .map_or(newest, |p| p.file.min(newest));
-        self.remove_below(group, keep_from)
+        {
+            Scan::Found(p) => p.file.min(c.newest),
+            Scan::None => c.newest,
+            Scan::GaveUp => return Ok(0),
+        };
+        self.remove_below(c.group, keep_from)
     }
 }
 
-/// The first stored entry of `group` that points into a file. (Inline entries before it
-/// are few: at most the entries of elections and membership changes.)
-fn first_pointer(db: &DB, group: u64) -> Result<Option<Pointer>, rocksdb::Error> {
-    let start = keys::entry_key(group, 0);
+/// What [`LogFiles::collect`] needs of a group: the file it appends to, and the first index
+/// that may hold a pointer. Every pointer lies above the Raft log's compaction point:
+/// entries up to it were deleted with the compaction, or came inline with a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Collect {
+    pub group: u64,
+    pub newest: u64,
+    pub from_index: u64,
+}
+
+/// Entries looked at for a first pointer before giving up (a log of small inline records).
+const SCAN_LIMIT: usize = 100_000;
+
+enum Scan {
+    Found(Pointer),
+    None,
+    GaveUp,
+}
+
+/// The first stored entry of `group` from `from_index` on that points into a file.
+fn first_pointer(db: &DB, group: u64, from_index: u64) -> Result<Scan, rocksdb::Error> {
+    let start = keys::entry_key(group, from_index);
     let mut opts = ReadOptions::default();
     opts.set_iterate_upper_bound(keys::entry_key(group, u64::MAX));
-    for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts) {
+    let entries = db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+    for (seen, item) in entries.enumerate() {
+        if seen == SCAN_LIMIT {
+            return Ok(Scan::GaveUp);
+        }
         let (_, v) = item?;
         if let Some(p) = Pointer::decode(&v) {
-            return Ok(Some(p));
+            return Ok(Scan::Found(p));
         }
     }
-    Ok(None)
+    Ok(Scan::None)
 }
 
 /// Asks the kernel to start writing a range out now; the sync that follows then waits for
@@ -381,5 +407,52 @@ mod tests {
         assert!(files.read(4, 1, 0, &mut buf).is_err());
         files.remove_group(4).unwrap();
         assert_eq!(files.tail(4).unwrap(), Tail { file: 1, end: 0 });
+    }
+
+    #[test]
+    fn collection_keeps_the_first_pointed_file_and_the_one_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open(dir.path()).unwrap();
+        let bytes = |file| FileWrite {
+            group: 6,
+            file,
+            pos: 0,
+            bytes: vec![1; 64],
+        };
+        db.files
+            .write(&[bytes(1), bytes(2), bytes(3), bytes(4)])
+            .unwrap();
+        let pointer = |file| Pointer {
+            term: 1,
+            entry_type: 0,
+            file,
+            pos: 0,
+            len: 64,
+            context_len: 0,
+        };
+        let mut wb = rocksdb::WriteBatch::default();
+        // Inline entries (a snapshot's) below the compaction point, then the log: an
+        // inline election entry, then pointers into files 3 and 4.
+        for i in 1..=10 {
+            wb.put(keys::entry_key(6, i), b"inline batch from a snapshot");
+        }
+        wb.put(keys::entry_key(6, 11), b"inline");
+        wb.put(keys::entry_key(6, 12), pointer(3).encode());
+        wb.put(keys::entry_key(6, 13), pointer(4).encode());
+        crate::storage::write(&db, wb, true).unwrap();
+        let c = Collect {
+            group: 6,
+            newest: 4,
+            from_index: 11,
+        };
+        assert_eq!(db.files.collect(&db, &c).unwrap(), 2, "files 1 and 2 go");
+        assert_eq!(db.files.file_ids(6).unwrap(), vec![3, 4]);
+        // No pointer left (all compacted): only the file appended to stays.
+        let c = Collect {
+            from_index: 14,
+            ..c
+        };
+        assert_eq!(db.files.collect(&db, &c).unwrap(), 1);
+        assert_eq!(db.files.file_ids(6).unwrap(), vec![4]);
     }
 }

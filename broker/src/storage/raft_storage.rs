@@ -18,7 +18,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
-use super::log_files::{Pointer, Tail, FILE_BYTES, FILE_MIN_DATA};
+use super::log_files::{Collect, Pointer, Tail, FILE_BYTES, FILE_MIN_DATA};
 use super::{decode_entry, entry_term, keys, Db, FileWrite};
 
 /// Makes the snapshot raft-rs asks for when a follower needs compacted entries: the
@@ -148,6 +148,16 @@ impl GroupStorage {
     /// The file this group appends to, whose older siblings may hold nothing live.
     pub fn newest_file(&self) -> Option<u64> {
         self.tail.map(|t| t.file)
+    }
+
+    /// What deleting this group's dead log files needs to know, once what was staged so
+    /// far (a compaction, a restored snapshot) is written.
+    pub fn file_collection(&self) -> Option<Collect> {
+        self.tail.map(|t| Collect {
+            group: self.group,
+            newest: t.file,
+            from_index: self.truncated_index + 1,
+        })
     }
 
     /// Lets the group send snapshots, made by `source`.
@@ -682,7 +692,12 @@ mod tests {
         let mut batch = WriteBatch::default();
         s.stage_compact(5, &mut batch).unwrap();
         crate::storage::write(&db, batch, true).unwrap();
-        assert_eq!(db.files.collect(&db, 8, 2).unwrap(), 1);
+        assert_eq!(
+            db.files
+                .collect(&db, &s.file_collection().unwrap())
+                .unwrap(),
+            1
+        );
         let got = s
             .entries(6, 7, None, GetEntriesContext::empty(false))
             .unwrap();

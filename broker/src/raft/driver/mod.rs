@@ -591,9 +591,7 @@ impl Driver {
                 .expect("raft-rs restores only snapshots stepped in with their data");
             round.ingest.push(received);
             g.node.mut_store().restore(meta);
-            round
-                .collect_files
-                .extend(g.node.store().newest_file().map(|f| (id, f)));
+            round.collect_files.extend(g.node.store().file_collection());
             g.restoring = Some((rd.number(), meta.index));
         }
         let committed = rd.take_committed_entries();

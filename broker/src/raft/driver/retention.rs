@@ -74,9 +74,7 @@ impl Driver {
                 // (Every batch wholly below the start is in this plan: none is left.)
                 p.below_start = false;
                 g.node.mut_store().stage_compact(raft_index, &mut wb)?;
-                if let Some(newest) = g.node.store().newest_file() {
-                    collect.push((*gid, newest));
-                }
+                collect.extend(g.node.store().file_collection());
                 moved.push(*gid);
                 tracing::info!(topic = %name, partition = p.shared.partition, first_kept = new_start,
                     "retention dropped the batches below the first kept");
