@@ -145,11 +145,6 @@ impl GroupStorage {
         Ok(())
     }
 
-    /// The file this group appends to, whose older siblings may hold nothing live.
-    pub fn newest_file(&self) -> Option<u64> {
-        self.tail.map(|t| t.file)
-    }
-
     /// What deleting this group's dead log files needs to know, once what was staged so
     /// far (a compaction, a restored snapshot) is written.
     pub fn file_collection(&self) -> Option<Collect> {
@@ -671,7 +666,7 @@ mod tests {
             end: FILE_BYTES - 10,
         });
         s.stage_append(vec![big(5, 2), big(6, 2)], &mut batch, &mut files);
-        assert_eq!(s.newest_file(), Some(2), "a full file rolls");
+        assert_eq!(s.tail.map(|t| t.file), Some(2), "a full file rolls");
         db.files.write(&files).unwrap();
         crate::storage::write(&db, batch, true).unwrap();
         let want = vec![
