@@ -8,9 +8,10 @@
 //	                 and, at the end, a summary line with the longest stall between acks;
 //	                 a stall over 1 s is printed when it ends ("stall <ms>ms ended <time>
 //	                 by partition <p>"), and franz-go's info log goes to stderr
-//	kclient verify  -brokers B -topic T -expect N  reads the topic from the start; prints the
-//	                 sequence numbers it found as ranges ("seen 0-99,101-250"), and fails if
-//	                 it found fewer than N distinct ones
+//	kclient verify  -brokers B -topic T -expect N  reads the topic from the start up to the
+//	                 end offsets its partitions had when it started; prints the sequence
+//	                 numbers it found as ranges ("seen 0-99,101-250"), and fails if it
+//	                 found fewer than N distinct ones or did not reach every end
 //
 // Output is line-oriented so that a test can read it from `kubectl logs`.
 package main
@@ -27,7 +28,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func main() {
@@ -183,9 +186,26 @@ func verify(seeds []string, topic string, expect int, timeout time.Duration) err
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// Read up to the end every partition had when verify started, not merely until
+	// enough distinct values turned up: a topic written by an earlier producer holds the
+	// same sequence numbers, and stopping early would miss a partition not yet read.
+	ends, err := endOffsets(ctx, cl, topic)
+	if err != nil {
+		return err
+	}
+	next := map[int32]int64{}
+	behind := func() int {
+		n := 0
+		for p, end := range ends {
+			if next[p] < end {
+				n++
+			}
+		}
+		return n
+	}
 	seen := map[string]bool{}
 	records := 0
-	for len(seen) < expect {
+	for len(seen) < expect || behind() > 0 {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			break
@@ -198,14 +218,80 @@ func verify(seeds []string, topic string, expect int, timeout time.Duration) err
 		fetches.EachRecord(func(r *kgo.Record) {
 			records++
 			seen[string(r.Value)] = true
+			next[r.Partition] = r.Offset + 1
 		})
 	}
 	fmt.Printf("seen %s\n", ranges(seen))
-	fmt.Printf("summary records=%d distinct=%d\n", records, len(seen))
+	fmt.Printf("summary records=%d distinct=%d partitions_not_read_to_end=%d\n", records, len(seen), behind())
 	if len(seen) < expect {
 		return fmt.Errorf("found %d distinct records, expected %d", len(seen), expect)
 	}
+	if n := behind(); n > 0 {
+		return fmt.Errorf("%d partitions not read to their end within %s", n, timeout)
+	}
 	return nil
+}
+
+// endOffsets asks for the topic's partitions and each one's log end offset, retrying
+// while a partition has no leader (a broker is restarting or leadership is moving).
+func endOffsets(ctx context.Context, cl *kgo.Client, topic string) (map[int32]int64, error) {
+	for {
+		ends, err := tryEndOffsets(ctx, cl, topic)
+		if err == nil {
+			return ends, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func tryEndOffsets(ctx context.Context, cl *kgo.Client, topic string) (map[int32]int64, error) {
+	meta := kmsg.NewPtrMetadataRequest()
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr(topic)
+	meta.Topics = append(meta.Topics, mt)
+	metaResp, err := meta.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	list := kmsg.NewPtrListOffsetsRequest()
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	for _, t := range metaResp.Topics {
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return nil, err
+		}
+		for _, p := range t.Partitions {
+			lp := kmsg.NewListOffsetsRequestTopicPartition()
+			lp.Partition = p.Partition
+			lp.Timestamp = -1 // the log end offset
+			lt.Partitions = append(lt.Partitions, lp)
+		}
+	}
+	if len(lt.Partitions) == 0 {
+		return nil, fmt.Errorf("topic %s has no partitions", topic)
+	}
+	list.Topics = append(list.Topics, lt)
+	listResp, err := list.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	ends := map[int32]int64{}
+	for _, t := range listResp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return nil, fmt.Errorf("partition %d: %w", p.Partition, err)
+			}
+			ends[p.Partition] = p.Offset
+		}
+	}
+	if len(ends) != len(lt.Partitions) {
+		return nil, fmt.Errorf("end offsets for %d of %d partitions", len(ends), len(lt.Partitions))
+	}
+	return ends, nil
 }
 
 // ranges writes the integer values of seen as sorted ranges: "0-99,101-250".
