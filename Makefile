@@ -18,8 +18,9 @@ build-deps:
 
 # One feature set for every build and test of the workspace: building a subset would
 # resolve shared dependencies' features differently and rebuild RocksDB's C++ each time.
+# --timings leaves what each crate cost in $CARGO_TARGET_DIR/cargo-timings/ (cold CI time).
 build:
-	cargo build --release --workspace --all-targets
+	cargo build --release --workspace --all-targets --timings
 
 run: build-deps build
 	$(BROKER) --data-dir ./data
