@@ -139,15 +139,19 @@ class Kube:
 
 
     def kill_container(self, pod: dict) -> None:
-        """SIGKILLs a pod's first container through its node's containerd:
-        E2E_KILL_CONTAINER is the command, with {node} and {id} filled in (kind/run.sh sets
-        `docker exec {node} ctr -n k8s.io task kill -s SIGKILL {id}`); the local node of
-        `make k8s-up` is this machine."""
+        """SIGKILLs a pod's first container's process (see `signal_container`)."""
+        self.signal_container(pod, "SIGKILL")
+
+    def signal_container(self, pod: dict, signal_name: str) -> None:
+        """Sends a signal to a pod's first container's process through its node's
+        containerd: E2E_SIGNAL_CONTAINER is the command, with {signal}, {node} and {id}
+        filled in (kind/run.sh sets `docker exec {node} ctr -n k8s.io task kill -s {signal}
+        {id}`); the local node of `make k8s-up` is this machine."""
         container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
         node = pod["spec"]["nodeName"]
-        template = os.environ.get("E2E_KILL_CONTAINER") or (
-            f"ctr -a {REPO}/.k8s/containerd/containerd.sock -n k8s.io task kill -s SIGKILL {{id}}")
-        argv = [a.format(node=node, id=container_id) for a in template.split()]
+        template = os.environ.get("E2E_SIGNAL_CONTAINER") or (
+            f"ctr -a {REPO}/.k8s/containerd/containerd.sock -n k8s.io task kill -s {{signal}} {{id}}")
+        argv = [a.format(node=node, id=container_id, signal=signal_name) for a in template.split()]
         self.run(argv)
 
 

@@ -18,15 +18,20 @@ NEXT_TAG = os.environ.get("CHRONIK_NEXT_TAG", f"{TAG}-next")
 RATE = 100
 
 
-def start_producer(kube: Kube, name: str, topic: str, seconds: int) -> None:
+def start_producer(kube: Kube, name: str, topic: str, seconds: int = 600) -> None:
+    """Starts a producer that runs until `finish_producer` stops it (or `seconds` pass)."""
     kube.start_client_pod(name, ["produce", "-brokers", internal_bootstrap(), "-topic", topic,
                                  "-rate", str(RATE), "-duration", f"{seconds}s", "-timeout", "120s"])
     kube.wait(f"producer {name} to run", lambda: kube.get("pod", name)["status"].get("phase") == "Running", 120)
 
 
 def finish_producer(kube: Kube, name: str, topic: str) -> dict:
-    """Waits for the producer, reads the topic back; returns the acknowledged count and the
+    """Stops the producer (the scenario is over: SIGTERM ends its production and it waits
+    for what is outstanding), reads the topic back; returns the acknowledged count and the
     producer's longest stall between acknowledgements."""
+    pod = kube.get("pod", name)
+    if "running" in pod["status"]["containerStatuses"][0]["state"]:
+        kube.signal_container(pod, "SIGTERM")
     log = kube.finish_client_pod(name, timeout=600)
     summary = re.search(r"summary acked=(\d+) failed=(\d+) max_stall_ms=(\d+)", log)
     assert summary, log[-3000:]
@@ -43,7 +48,7 @@ def finish_producer(kube: Kube, name: str, topic: str) -> dict:
 
 
 def test_scale_up_rebalances_onto_new_brokers(kube: Kube):
-    start_producer(kube, "e2e-scale-up", "e2e-scale", 150)
+    start_producer(kube, "e2e-scale-up", "e2e-scale")
     kube.kubectl("scale", "ck", CLUSTER, "--replicas", "5")
     kube.wait_ready(5, timeout=420)
     step("five brokers Ready")
@@ -60,7 +65,7 @@ def test_scale_up_rebalances_onto_new_brokers(kube: Kube):
 
 
 def test_scale_down_decommissions_before_pods_go(kube: Kube):
-    start_producer(kube, "e2e-scale-down", "e2e-scale", 120)
+    start_producer(kube, "e2e-scale-down", "e2e-scale")
     kube.kubectl("scale", "ck", CLUSTER, "--replicas", "3")
     kube.wait_ready(3, timeout=600)
     # The operator watches broker pods: the status drops the leavers as their pods go,
@@ -97,7 +102,7 @@ def test_rolling_upgrade_restarts_one_pod_at_a_time(kube: Kube):
     versions = {p["metadata"]["name"]: broker_version(kube, p["metadata"]["name"]) for p in kube.broker_pods()}
     assert len(set(versions.values())) == 1, versions
     old_version = next(iter(versions.values()))
-    start_producer(kube, "e2e-upgrade", "e2e-upgrade", 240)
+    start_producer(kube, "e2e-upgrade", "e2e-upgrade")
     started = time.monotonic()
     kube.kubectl("patch", "ck", CLUSTER, "--type", "merge", "-p",
                  json.dumps({"spec": {"image": f"chronik-broker:{NEXT_TAG}"}}))
@@ -143,7 +148,7 @@ def test_rolling_upgrade_restarts_one_pod_at_a_time(kube: Kube):
 
 
 def test_broker_pod_deleted_and_process_killed(kube: Kube):
-    start_producer(kube, "e2e-faults", "e2e-faults", 120)
+    start_producer(kube, "e2e-faults", "e2e-faults")
     victim = f"{CLUSTER}-2"
     kube.kubectl("delete", "pod", victim, "--grace-period=0", "--force")
     step(f"force-deleted {victim}")

@@ -37,5 +37,5 @@ done
 
 log "running the e2e suite"
 KUBECONFIG="$kubeconfig" CHRONIK_TAG="$tag" \
-  E2E_KILL_CONTAINER="docker exec {node} ctr -n k8s.io task kill -s SIGKILL {id}" \
+  E2E_SIGNAL_CONTAINER="docker exec {node} ctr -n k8s.io task kill -s {signal} {id}" \
   python3 "$repo/e2e/run.py"

@@ -180,7 +180,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // non-zero exit code) so that its supervisor restarts it, instead of living on.
     let mut grpc_task = grpc_task;
     tokio::select! {
-        _ = wait_for_signal() => tracing::info!("shutdown requested"),
+        _ = wait_for_signal() => {
+            tracing::info!("shutdown requested");
+            broker.peers.announce_stopping();
+        }
         r = &mut metrics_task => return Err(stopped("the metrics and health endpoint", r)),
         r = &mut grpc_task => return Err(stopped("the cluster gRPC server", r)),
         r = &mut server_task => return Err(stopped("the Kafka listener", r.map(Ok))),
@@ -251,7 +254,22 @@ pub async fn drain_leadership(broker: &Broker) {
     };
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
-        let started = broker.raft.transfer_leadership().await;
+        // Peers whose process is gone, that are stopping too, or not heard from lately
+        // cannot take over: the last brokers of a cluster to stop end at once instead of
+        // handing leadership to the dead, or to each other, until the drain times out.
+        let down: Vec<u64> = broker
+            .peers
+            .ids()
+            .into_iter()
+            .filter(|p| {
+                broker.catalog.peer_down(*p)
+                    || broker.catalog.peer_stopping(*p)
+                    || !broker
+                        .catalog
+                        .peer_alive(*p, leadership::LIVENESS_WINDOW)
+            })
+            .collect();
+        let started = broker.raft.transfer_leadership(down).await;
         let remaining = led(broker);
         if started == 0 || remaining == 0 || tokio::time::Instant::now() >= deadline {
             tracing::info!(remaining, "leadership drained");

@@ -4,7 +4,7 @@
 //
 //	kclient check   -brokers B -topic T            produce one record, read it back
 //	kclient produce -brokers B -topic T -rate 200 -duration 60s
-//	                 prints one line per acknowledged record ("ack <seq> <partition> <offset>")
+//	                 (SIGTERM ends it early) prints one line per acknowledged record ("ack <seq> <partition> <offset>")
 //	                 and, at the end, a summary line with the longest stall between acks;
 //	                 a stall over 1 s is printed when it ends ("stall <ms>ms ended <time>
 //	                 by partition <p>"), and franz-go's info log goes to stderr
@@ -22,10 +22,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -136,11 +138,23 @@ func produce(seeds []string, topic string, rate int, duration, timeout time.Dura
 		wg       sync.WaitGroup
 	)
 	interval := time.Second / time.Duration(rate)
-	deadline := time.Now().Add(duration)
+	// SIGTERM ends production early (the e2e suite stops a producer once its scenario is
+	// over): no new records, the outstanding ones are awaited and counted as usual.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+	deadline := time.After(duration)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	for seq := 0; time.Now().Before(deadline); seq++ {
-		<-ticker.C
+produce:
+	for seq := 0; ; seq++ {
+		select {
+		case <-ticker.C:
+		case <-deadline:
+			break produce
+		case <-stop:
+			fmt.Fprintln(os.Stderr, "stop requested: waiting for the outstanding records")
+			break produce
+		}
 		wg.Add(1)
 		value := strconv.Itoa(seq)
 		cl.Produce(context.Background(), &kgo.Record{Value: []byte(value)}, func(r *kgo.Record, err error) {

@@ -244,6 +244,12 @@ class ChronikBroker:
         if self.alive:
             self.terminate(timeout=10)
 
+    def signal_stop(self) -> None:
+        """SIGTERM without waiting: `stop` then waits (brokers of a cluster stop together)."""
+        if self.alive:
+            self._stopped_on_purpose = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def log_tail(self, limit: int = LOG_TAIL_BYTES) -> str:
         return _tail(self.log_path, limit)
 
@@ -422,6 +428,10 @@ def cluster_factory(request, tmp_path_factory):
     make.add = add
     yield make
     crashed = [(b, b.died_unexpectedly()) for b in started]
+    # All at once, as `helm uninstall` stops them: each drains only to peers still
+    # running, so the cluster is gone in about a second instead of one broker at a time.
+    for b in started:
+        b.signal_stop()
     for b in started:
         b.stop()
     crashed = [(b, code) for b, code in crashed if code is not None]

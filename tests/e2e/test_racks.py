@@ -98,7 +98,10 @@ def test_the_java_consumer_reads_from_its_rack(racked, topic_name, kafka_jars): 
     acked, errors = produce_acked(bootstrap(racked), topic_name, values)
     assert not errors and len(acked) == len(values)
     a, b = in_rack(racked, "a"), in_rack(racked, "b")
+    led_from_b = [p for p, (leader, _, _) in placed.items() if RACKS[leader] == "b"]
+    assert led_from_b, placed
     before = counted(a, FOLLOWER_BYTES)
+    redirects_before = counted(b, REDIRECTS)
     cmd = java_cmd(kafka_jars, "org.apache.kafka.tools.consumer.ConsoleConsumer",
                    "--bootstrap-server", bootstrap(racked), "--topic", topic_name,
                    "--from-beginning", "--max-messages", str(len(values)), "--timeout-ms", "60000",
@@ -118,7 +121,10 @@ def test_the_java_consumer_reads_from_its_rack(racked, topic_name, kafka_jars): 
         assert offsets == list(range(len(offsets))), (part, offsets[:5])
     served = counted(a, FOLLOWER_BYTES) - before
     print(f"rack-a followers served {served:.0f} bytes to the Java consumer")
-    assert served > 0, "the Java consumer with client.rack=a never read from a rack-a follower"
+    assert served > 0, (
+        "the Java consumer with client.rack=a never read from a rack-a follower; "
+        f"rack-b leaders redirected {counted(b, REDIRECTS) - redirects_before:.0f} fetches; "
+        f"placement {placed}; the consumer said:\n{proc.stderr[-2000:]}")
     assert counted(b, FOLLOWER_BYTES) == 0
 
 

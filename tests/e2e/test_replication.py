@@ -224,6 +224,30 @@ def test_sigterm_hands_leadership_away_before_exiting(cluster_factory, topic_nam
     assert len(acked) == 100 and not errors
 
 
+def test_brokers_stopped_together_exit_at_once_and_keep_their_records(cluster_factory, topic_name):
+    brokers = cluster_factory(BROKERS)
+    create_replicated(brokers, topic_name, 6)
+    acked, errors = produce_acked(bootstrap(brokers), topic_name, [b"kept-%d" % i for i in range(300)])
+    assert len(acked) == 300 and not errors
+
+    # SIGTERM to every broker at once (`helm uninstall`, a node drained): each announces
+    # that it is stopping and hands nothing to a peer that is stopping too, so none waits
+    # out its 10 s drain passing leaderships back and forth.
+    started = time.monotonic()
+    for b in brokers:
+        b.signal_stop()
+    codes = [b.terminate(timeout=30) for b in brokers]
+    took = time.monotonic() - started
+    assert codes == [0] * len(brokers), codes
+    assert took < 3, f"the brokers took {took:.1f} s to stop"
+
+    for b in brokers:
+        b.launch()
+    for b in brokers:
+        b.wait_ready(30)
+    assert_all_there_once(brokers, topic_name, acked)
+
+
 def test_a_new_broker_joins_the_running_cluster(cluster_factory, topic_name):
     brokers = cluster_factory(BROKERS)
     before = create_replicated(brokers, topic_name, 3)

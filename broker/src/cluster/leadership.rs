@@ -94,5 +94,6 @@ fn build_report(broker: &Broker) -> LeadershipReport {
     LeadershipReport {
         from_node: me,
         groups,
+        stopping: broker.peers.stopping(),
     }
 }

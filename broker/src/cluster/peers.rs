@@ -21,6 +21,8 @@ pub struct Peers {
     /// Peers a call just failed to reach (see [`Peers::suspect`]).
     suspects: Mutex<BTreeSet<u64>>,
     suspicion: tokio::sync::Notify,
+    /// This broker is shutting down (see [`Peers::announce_stopping`]).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
@@ -37,7 +39,21 @@ impl Peers {
             channels: Mutex::default(),
             suspects: Mutex::default(),
             suspicion: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// This broker is shutting down: its leadership reports say so from now on, and one
+    /// goes to every peer at once, so that none hands it a leadership while it drains.
+    pub fn announce_stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.suspects.lock().unwrap().extend(self.ids());
+        self.suspicion.notify_one();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A call to `id` failed (its connection broke): the leadership reports check it at

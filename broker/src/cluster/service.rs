@@ -75,6 +75,7 @@ impl Cluster for ClusterService {
         let from = report.from_node;
         let catalog = &broker.catalog;
         catalog.peer_seen(from);
+        catalog.set_peer_stopping(from, report.stopping);
         let partitions = catalog.partitions_by_group();
         for g in report.groups {
             if g.group == metadata::METADATA_GROUP {

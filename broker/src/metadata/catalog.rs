@@ -48,6 +48,8 @@ pub struct Catalog {
     peer_seen: Mutex<HashMap<u64, Instant>>,
     /// Peers that refused a connection since they last reported: their process is gone.
     peer_refused: Mutex<std::collections::HashSet<u64>>,
+    /// Peers whose last report said they are shutting down.
+    peer_stopping: Mutex<std::collections::HashSet<u64>>,
     offsets: RwLock<HashMap<OffsetKey, CommittedOffset>>,
     /// Bumped whenever records become visible, waking long-polling fetches.
     appended: watch::Sender<u64>,
@@ -66,6 +68,7 @@ impl Default for Catalog {
             leaving: RwLock::default(),
             peer_seen: Mutex::default(),
             peer_refused: Mutex::default(),
+            peer_stopping: Mutex::default(),
             offsets: RwLock::default(),
             appended: watch::channel(0).0,
             ready: AtomicBool::new(false),
@@ -182,6 +185,20 @@ impl Catalog {
     pub fn peer_seen(&self, id: u64) {
         self.peer_seen.lock().unwrap().insert(id, Instant::now());
         self.peer_refused.lock().unwrap().remove(&id);
+    }
+
+    pub fn set_peer_stopping(&self, id: u64, stopping: bool) {
+        let mut set = self.peer_stopping.lock().unwrap();
+        if stopping {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
+    }
+
+    /// Whether a peer's last report said it is shutting down.
+    pub fn peer_stopping(&self, id: u64) -> bool {
+        self.peer_stopping.lock().unwrap().contains(&id)
     }
 
     /// A peer refused a connection: its process is gone (until it reports again).

@@ -87,9 +87,12 @@ pub(crate) enum DriverMsg {
     Persisted(Vec<(u64, u64)>),
     /// Raft messages from a peer, `(group, message)`.
     Step(Vec<(u64, Message)>),
-    /// Hand leadership of every group this node leads to its most caught-up voter;
-    /// answers how many transfers were started.
-    TransferLeadership(oneshot::Sender<usize>),
+    /// Hand leadership of every group this node leads to its most caught-up voter that
+    /// is in sync and not among `down`; answers how many transfers were started.
+    TransferLeadership {
+        down: Vec<u64>,
+        reply: oneshot::Sender<usize>,
+    },
     /// A broker without cluster state asks to join: answers the metadata group's
     /// membership (and, on its leader, adds the broker as a learner).
     Join {
@@ -181,11 +184,12 @@ impl RaftHandle {
         let _ = self.tx.send(DriverMsg::Step(messages));
     }
 
-    /// Starts moving leadership of every group this node leads to another voter, and
-    /// returns how many transfers were started (groups without another voter stay).
-    pub async fn transfer_leadership(&self) -> usize {
+    /// Starts moving leadership of every group this node leads to another voter in sync
+    /// (none of the brokers in `down`), and returns how many transfers were started
+    /// (groups without such a voter stay).
+    pub async fn transfer_leadership(&self, down: Vec<u64>) -> usize {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(DriverMsg::TransferLeadership(reply));
+        let _ = self.tx.send(DriverMsg::TransferLeadership { down, reply });
         rx.await.unwrap_or(0)
     }
 

@@ -741,7 +741,7 @@ async fn a_refused_batch_holds_back_the_producers_next_ones() {
     }
     cluster.net.cut_off(2);
     cluster.net.heal(3);
-    assert!(leader.handle.transfer_leadership().await > 0);
+    assert!(leader.handle.transfer_leadership(vec![]).await > 0);
     let idempotent = |seq| make_batch(1, 7, seq, b"idempotent").to_vec();
     let first = propose(&leader.handle, group, idempotent(0)).await;
     assert_not_leader(&first, "first");
@@ -802,7 +802,7 @@ async fn a_commit_through_another_leader_does_not_let_a_held_batch_be_skipped() 
     // Node 3 falls behind, so that the transfer goes to node 2.
     cluster.net.cut_off(3);
     produce(&old.handle, group).await;
-    assert!(old.handle.transfer_leadership().await > 0);
+    assert!(old.handle.transfer_leadership(vec![]).await > 0);
     wait_for("node 2 to lead", || {
         let p = new.catalog.partition("t", 0)?;
         (p.leader() == Some(2) && p.high_watermark() == 4).then_some(())
@@ -884,7 +884,7 @@ async fn a_replica_added_after_compaction_catches_up_from_a_snapshot() {
         (!leader.replicas().1.contains(&2)).then_some(())
     })
     .await;
-    cluster.node(1).handle.transfer_leadership().await;
+    cluster.node(1).handle.transfer_leadership(vec![]).await;
     wait_for("node 3 leading", || {
         (third.leader() == Some(3)).then_some(())
     })

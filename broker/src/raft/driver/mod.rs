@@ -335,8 +335,8 @@ impl Driver {
                 }
                 true
             }
-            DriverMsg::TransferLeadership(reply) => {
-                let _ = reply.send(self.transfer_leadership());
+            DriverMsg::TransferLeadership { down, reply } => {
+                let _ = reply.send(self.transfer_leadership(&down));
                 true
             }
             DriverMsg::Join { node, reply } => {
@@ -436,7 +436,7 @@ impl Driver {
 
     /// Asks each group this node leads to hand leadership to its most caught-up other
     /// voter (raft-rs sends it TimeoutNow once it has every entry).
-    fn transfer_leadership(&mut self) -> usize {
+    fn transfer_leadership(&mut self, down: &[u64]) -> usize {
         let me = self.cfg.node_id;
         let mut started = 0;
         for g in self.groups.values_mut() {
@@ -445,13 +445,25 @@ impl Driver {
                 continue;
             }
             let voters = raft.prs().conf().voters().ids();
-            // An in-sync voter first: one that is down cannot take over, and a transfer
-            // to it would leave the group without a leader until an election.
+            // Only to a voter in sync that was heard from lately: raft-rs holds proposals
+            // back while a transfer is pending, so one to a voter that is down or far
+            // behind would leave the group unable to take writes until an election
+            // timeout (and a broker stopping after its peers would wait that out for
+            // nothing). Without such a voter the group stays, as Kafka's controlled
+            // shutdown leaves a partition whose ISR is only its leader.
             let target = raft
                 .prs()
                 .iter()
-                .filter(|(id, _)| **id != me && voters.contains(**id))
-                .max_by_key(|(id, p)| (keeps_up(&g.caught_up, **id), p.matched))
+                .filter(|(id, p)| {
+                    **id != me
+                        && voters.contains(**id)
+                        && !down.contains(id)
+                        && p.recent_active
+                        // (Only partition groups keep ISR marks; in the others Raft
+                        // catches the target up before it hands over.)
+                        && (g.partition.is_none() || keeps_up(&g.caught_up, **id))
+                })
+                .max_by_key(|(_, p)| p.matched)
                 .map(|(id, _)| *id);
             if let Some(to) = target {
                 g.hand_over(to);
