@@ -264,9 +264,7 @@ pub async fn drain_leadership(broker: &Broker) {
             .filter(|p| {
                 broker.catalog.peer_down(*p)
                     || broker.catalog.peer_stopping(*p)
-                    || !broker
-                        .catalog
-                        .peer_alive(*p, leadership::LIVENESS_WINDOW)
+                    || !broker.catalog.peer_alive(*p, leadership::LIVENESS_WINDOW)
             })
             .collect();
         let started = broker.raft.transfer_leadership(down).await;
