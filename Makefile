@@ -32,7 +32,7 @@ run: build-deps build
 test: deps build unit-test-local e2e-test conformance api-server-test chaos-test k8s-test
 test: export CHRONIK_K8S_BACKGROUND = 1
 
-# The Kubernetes e2e suite on the local node (~25 min with the images; the node needs
+# The Kubernetes e2e suite on the local node (~6 min with the images; the node needs
 # root, as chaos-test does: skipped otherwise).
 k8s-test:
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory e2e-k8s; \
