@@ -445,20 +445,21 @@ impl Driver {
                 continue;
             }
             let voters = raft.prs().conf().voters().ids();
-            // Only to a voter in sync that was heard from lately: raft-rs holds proposals
-            // back while a transfer is pending, so one to a voter that is down or far
-            // behind would leave the group unable to take writes until an election
-            // timeout (and a broker stopping after its peers would wait that out for
-            // nothing). Without such a voter the group stays, as Kafka's controlled
-            // shutdown leaves a partition whose ISR is only its leader.
+            // Only to a voter in sync (so heard from lately) whose broker is not `down`:
+            // raft-rs holds proposals back while a transfer is pending, so one to a voter
+            // that is gone or far behind would leave the group unable to take writes
+            // until an election timeout (and a broker stopping after its peers would wait
+            // that out for nothing). Without such a voter the group stays, as Kafka's
+            // controlled shutdown leaves a partition whose ISR is only its leader.
+            // (Not raft-rs's `recent_active`: check_quorum clears it for every follower
+            // each election timeout until its next response.)
             let target = raft
                 .prs()
                 .iter()
-                .filter(|(id, p)| {
+                .filter(|(id, _)| {
                     **id != me
                         && voters.contains(**id)
                         && !down.contains(id)
-                        && p.recent_active
                         // (Only partition groups keep ISR marks; in the others Raft
                         // catches the target up before it hands over.)
                         && (g.partition.is_none() || keeps_up(&g.caught_up, **id))
