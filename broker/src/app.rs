@@ -254,18 +254,13 @@ pub async fn drain_leadership(broker: &Broker) {
     };
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
-        // Peers whose process is gone, that are stopping too, or not heard from lately
-        // cannot take over: the last brokers of a cluster to stop end at once instead of
-        // handing leadership to the dead, or to each other, until the drain times out.
+        // The last brokers of a cluster to stop end at once instead of handing leadership
+        // to the dead, or to each other, until the drain times out.
         let down: Vec<u64> = broker
             .peers
             .ids()
             .into_iter()
-            .filter(|p| {
-                broker.catalog.peer_down(*p)
-                    || broker.catalog.peer_stopping(*p)
-                    || !broker.catalog.peer_alive(*p, leadership::LIVENESS_WINDOW)
-            })
+            .filter(|p| !broker.catalog.peer_can_take_over(*p))
             .collect();
         let started = broker.raft.transfer_leadership(down).await;
         let remaining = led(broker);

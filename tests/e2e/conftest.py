@@ -217,14 +217,21 @@ class ChronikBroker:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=15)
 
+    def signal_stop(self) -> None:
+        """SIGTERM without waiting (several brokers stopping at once); `terminate` then
+        waits for the exit."""
+        if self.proc is not None and self.proc.poll() is None and not self._stopped_on_purpose:
+            self._stopped_on_purpose = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def terminate(self, timeout: float = 20) -> int | None:
-        """SIGTERM and wait for a clean exit; SIGKILL if it does not exit in time.
-        Returns the exit code (negative = killed by signal)."""
+        """SIGTERM (unless `signal_stop` sent it) and wait for a clean exit; SIGKILL if it
+        does not exit in time. Returns the exit code (negative = killed by signal)."""
         if self.proc is None:
             return None
+        self.signal_stop()
         self._stopped_on_purpose = True
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -243,12 +250,6 @@ class ChronikBroker:
     def stop(self) -> None:
         if self.alive:
             self.terminate(timeout=10)
-
-    def signal_stop(self) -> None:
-        """SIGTERM without waiting: `stop` then waits (brokers of a cluster stop together)."""
-        if self.alive:
-            self._stopped_on_purpose = True
-            self.proc.send_signal(signal.SIGTERM)
 
     def log_tail(self, limit: int = LOG_TAIL_BYTES) -> str:
         return _tail(self.log_path, limit)

@@ -3,6 +3,7 @@
 //! discovery, else from `--peers`. gRPC channels are made lazily, kept per peer, and reconnect by themselves.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ pub struct Peers {
     suspects: Mutex<BTreeSet<u64>>,
     suspicion: tokio::sync::Notify,
     /// This broker is shutting down (see [`Peers::announce_stopping`]).
-    stopping: std::sync::atomic::AtomicBool,
+    stopping: AtomicBool,
 }
 
 impl Peers {
@@ -39,21 +40,20 @@ impl Peers {
             channels: Mutex::default(),
             suspects: Mutex::default(),
             suspicion: tokio::sync::Notify::new(),
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
     /// This broker is shutting down: its leadership reports say so from now on, and one
     /// goes to every peer at once, so that none hands it a leadership while it drains.
     pub fn announce_stopping(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stopping.store(true, Ordering::Relaxed);
         self.suspects.lock().unwrap().extend(self.ids());
         self.suspicion.notify_one();
     }
 
     pub fn stopping(&self) -> bool {
-        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// A call to `id` failed (its connection broke): the leadership reports check it at

@@ -196,9 +196,12 @@ impl Catalog {
         }
     }
 
-    /// Whether a peer's last report said it is shutting down.
-    pub fn peer_stopping(&self, id: u64) -> bool {
-        self.peer_stopping.lock().unwrap().contains(&id)
+    /// Whether a peer could take a leadership over now: it reported lately, has not
+    /// refused a connection since, and did not say it is shutting down.
+    pub fn peer_can_take_over(&self, id: u64) -> bool {
+        self.peer_alive(id, LIVENESS_WINDOW)
+            && !self.peer_down(id)
+            && !self.peer_stopping.lock().unwrap().contains(&id)
     }
 
     /// A peer refused a connection: its process is gone (until it reports again).
