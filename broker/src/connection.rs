@@ -9,8 +9,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::io::IoSlice;
+
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -22,6 +24,11 @@ use crate::shutdown::Shutdown;
 
 /// Responses a connection may have outstanding before it stops reading requests.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// Responses up to this size are gathered in the writer's buffer (pipelined ones share a
+/// syscall); larger ones (fetches with records) go out with vectored writes from their own
+/// segments, so their record bytes are not copied in user space.
+const BUFFERED_MAX: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -108,15 +115,24 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 }
 
 async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let mut writer = BufWriter::with_capacity(BUFFERED_MAX, writer);
     while let Some(reply) = rx.recv().await {
-        let bytes = match reply {
-            Reply::Now(b) => b,
+        let frame = match reply {
+            Reply::Now(f) => f,
             Reply::Later(f) => f.await,
         };
-        if let Some(bytes) = bytes {
-            metrics::BYTES_OUT.inc_by(bytes.len() as u64);
-            if writer.write_all(&bytes).await.is_err() {
+        if let Some(frame) = frame {
+            let len = frame.len();
+            metrics::BYTES_OUT.inc_by(len as u64);
+            let written = if len <= BUFFERED_MAX {
+                write_each(&mut writer, frame.parts()).await
+            } else {
+                match writer.flush().await {
+                    Ok(()) => write_vectored_all(writer.get_mut(), frame.parts()).await,
+                    Err(e) => Err(e),
+                }
+            };
+            if written.is_err() {
                 return;
             }
         }
@@ -126,4 +142,38 @@ async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
         }
     }
     let _ = writer.flush().await;
+}
+
+async fn write_each<W: AsyncWrite + Unpin>(w: &mut W, parts: &[Bytes]) -> std::io::Result<()> {
+    for part in parts {
+        w.write_all(part).await?;
+    }
+    Ok(())
+}
+
+/// Writes every part, as few syscalls as the socket allows (one `writev` each time).
+async fn write_vectored_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    // (Linux takes up to 1024 iovecs per call; a fetch has two or three per partition.)
+    const MAX_IOV: usize = 256;
+    let (mut index, mut offset) = (0, 0);
+    while index < parts.len() {
+        let slices: Vec<IoSlice> = std::iter::once(&parts[index][offset..])
+            .chain(parts[index + 1..].iter().map(|p| &p[..]))
+            .take(MAX_IOV)
+            .map(IoSlice::new)
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < parts.len() && n >= parts[index].len() - offset {
+            n -= parts[index].len() - offset;
+            (index, offset) = (index + 1, 0);
+        }
+        offset += n;
+    }
+    Ok(())
 }

@@ -30,7 +30,19 @@ REDIRECTS = "chronik_fetch_preferred_replica_total"
 @pytest.fixture
 def racked(cluster_factory):
     """Four brokers, two in rack a (1, 2) and two in rack b (3, 4)."""
-    return cluster_factory(4, args=lambda b: ["--rack", RACKS[b.node_id]])
+    return cluster_factory(4, args=lambda b: ["--rack", RACKS[b.node_id]],
+                           env={"RUST_LOG": "info,chronik_broker::protocol::fetch=debug"})
+
+
+def fetch_log_lines(brokers, topic):
+    """The brokers' debug lines on why a consumer was (not) sent to a follower."""
+    lines = []
+    for b in brokers:
+        with open(b.log_path, errors="replace") as log:
+            lines += [f"broker {b.node_id}: {line.rstrip()}" for line in log
+                      if topic in line and ("the leader serves it" in line
+                                         or "sent to the leader" in line)]
+    return "\n".join(lines[-40:])
 
 
 def in_rack(brokers, rack):
@@ -124,7 +136,8 @@ def test_the_java_consumer_reads_from_its_rack(racked, topic_name, kafka_jars): 
     assert served > 0, (
         "the Java consumer with client.rack=a never read from a rack-a follower; "
         f"rack-b leaders redirected {counted(b, REDIRECTS) - redirects_before:.0f} fetches; "
-        f"placement {placed}; the consumer said:\n{proc.stderr[-2000:]}")
+        f"placement {placed}; the brokers said:\n{fetch_log_lines(racked, topic_name)}\n"
+        f"the consumer said:\n{proc.stderr[-2000:]}")
     assert counted(b, FOLLOWER_BYTES) == 0
 
 

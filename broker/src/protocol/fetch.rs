@@ -52,6 +52,17 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     }
 }
 
+/// The record buffers of a response, for the frame to send from where they are.
+pub fn record_buffers(response: &FetchResponse) -> Vec<bytes::Bytes> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 /// One pass over the requested partitions: the response, its record bytes, and whether
 /// to answer without waiting for more: a partition failed or names a preferred read
 /// replica (the client should hear either at once rather than after a long poll). While
@@ -162,6 +173,8 @@ impl Pass<'_> {
             // Only the leader's range is authoritative: OFFSET_OUT_OF_RANGE from here
             // would make a client with stale metadata reset its position. This sends it
             // back to the leader, which answers for the range.
+            tracing::debug!(topic = %p.topic, partition = p.partition, offset = fp.fetch_offset,
+                hw, start, "a consumer asked a follower outside its range: sent to the leader");
             return (data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER), true);
         }
         if !in_range {
@@ -205,6 +218,14 @@ fn preferred_read_replica(broker: &Broker, p: &PartitionShared, rack: &str) -> O
     }
     let me = broker.node_id as u64;
     let (_, in_sync) = p.replicas();
+    let in_sync_seen = || -> Vec<(u64, bool)> {
+        let alive = |id| broker.catalog.peer_alive(id, LIVENESS_WINDOW);
+        p.replicas()
+            .1
+            .into_iter()
+            .map(|id| (id, alive(id)))
+            .collect()
+    };
     let candidates: Vec<u64> = in_sync
         .into_iter()
         .filter(|id| *id != me && broker.catalog.peer_alive(*id, LIVENESS_WINDOW))
@@ -216,6 +237,10 @@ fn preferred_read_replica(broker: &Broker, p: &PartitionShared, rack: &str) -> O
         })
         .collect();
     if candidates.is_empty() {
+        // (Why a consumer in another rack reads from this leader: the in-sync view and
+        // which of those replicas were heard from.)
+        tracing::debug!(topic = %p.topic, partition = p.partition, rack, in_sync_seen = ?in_sync_seen(),
+            "no in-sync replica in the consumer's rack: the leader serves it");
         return None;
     }
     let pick = candidates[p.partition.unsigned_abs() as usize % candidates.len()];

@@ -4,6 +4,7 @@
 //! logged reason, as Kafka does; ApiVersions answers unsupported versions with error 35.
 
 pub mod errors;
+pub mod frame;
 mod versions;
 
 mod api_versions;
@@ -35,19 +36,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable, StrBytes};
 
 use crate::broker::Broker;
 use crate::metrics;
 
+pub use frame::Frame;
 pub use versions::supported;
 
 /// A response frame now, one to be sent once its future resolves, or none (acks=0).
 pub enum Reply {
-    Now(Option<Bytes>),
-    Later(Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>),
+    Now(Option<Frame>),
+    Later(Pin<Box<dyn Future<Output = Option<Frame>> + Send>>),
 }
 
 /// A decoded request frame.
@@ -126,7 +128,13 @@ pub async fn handle(
         RequestKind::Produce(r) => return produce::handle(broker, r, ctx),
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, &ctx).await),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
+        RequestKind::Fetch(r) => {
+            let response = fetch::handle(broker, r, version).await;
+            // The records go out from the buffers they were read into.
+            let records = fetch::record_buffers(&response);
+            let frame = ctx.encode_sharing(&response, &records)?;
+            return Ok(Reply::Now(Some(frame)));
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
         }
@@ -205,34 +213,38 @@ pub enum Listener {
 
 impl Ctx {
     /// Frames a response: size, header (version chosen by the codec), body.
-    pub fn encode(&self, response: &ResponseKind) -> anyhow::Result<Bytes> {
-        let header_version = self.api_key.response_header_version(self.version);
-        let frame = frame(self.correlation_id, header_version, |buf| {
+    pub fn encode(&self, response: &ResponseKind) -> anyhow::Result<Frame> {
+        let framed = frame::plain(self.correlation_id, self.header_version(), |buf| {
             response.encode(buf, self.version)
-        })
-        .with_context(|| format!("encoding {:?} v{} response", self.api_key, self.version))?;
+        });
+        self.framed(framed)
+    }
+
+    /// Frames a response whose byte fields include some of `shared`: those are sent from
+    /// where they are rather than copied into the frame.
+    pub fn encode_sharing(
+        &self,
+        response: &impl Encodable,
+        shared: &[Bytes],
+    ) -> anyhow::Result<Frame> {
+        let framed = frame::sharing(self.correlation_id, self.header_version(), shared, |buf| {
+            response.encode(buf, self.version)
+        });
+        self.framed(framed)
+    }
+
+    fn header_version(&self) -> i16 {
+        self.api_key.response_header_version(self.version)
+    }
+
+    fn framed(&self, framed: anyhow::Result<Frame>) -> anyhow::Result<Frame> {
+        let frame = framed
+            .with_context(|| format!("encoding {:?} v{} response", self.api_key, self.version))?;
         metrics::REQUEST_SECONDS
             .with_label_values(&[api_name(self.api_key)])
             .observe(self.started.elapsed().as_secs_f64());
         Ok(frame)
     }
-}
-
-/// Frames a response: size prefix, header of `header_version`, then the body.
-pub fn frame(
-    correlation_id: i32,
-    header_version: i16,
-    body: impl FnOnce(&mut BytesMut) -> anyhow::Result<()>,
-) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, header_version)?;
-    body(&mut buf)?;
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
 }
 
 pub fn api_name(key: ApiKey) -> &'static str {
@@ -273,6 +285,7 @@ mod tests {
     use kafka_protocol::messages::{MetadataRequest, RequestHeader, TopicName};
 
     use super::*;
+    use bytes::BytesMut;
 
     fn test_peer() -> SocketAddr {
         "127.0.0.1:40000".parse().unwrap()

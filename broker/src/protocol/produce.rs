@@ -104,7 +104,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, ctx: Ctx) -> anyhow::Re
                 .with_node_endpoints(endpoints(&broker, &ctx, &leaders_named)),
         );
         match ctx.encode(&response) {
-            Ok(bytes) => Some(bytes),
+            Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!("{e:#}");
                 None
