@@ -187,6 +187,8 @@ impl Pass<'_> {
         {
             // No records: the client reads them from the replica in its rack.
             metrics::FETCH_REDIRECTS.inc();
+            tracing::debug!(topic = %p.topic, partition = p.partition, offset = fp.fetch_offset,
+                replica, "a consumer in another rack is sent to a replica in its rack");
             return (data.with_preferred_read_replica(BrokerId(replica)), true);
         }
         let records = if fp.fetch_offset == hw || limit == 0 {
@@ -198,6 +200,11 @@ impl Pass<'_> {
             Ok(records) => {
                 if !leads {
                     metrics::FOLLOWER_FETCHED_BYTES.inc_by(records.len() as u64);
+                }
+                if self.from_consumer {
+                    tracing::debug!(topic = %p.topic, partition = p.partition, leads,
+                        offset = fp.fetch_offset, hw, bytes = records.len(), rack = self.client_rack,
+                        "a consumer's fetch served");
                 }
                 (data.with_records(Some(records)), false)
             }

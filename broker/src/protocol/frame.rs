@@ -271,7 +271,10 @@ mod tests {
             resp.encode(&mut seg, version).unwrap();
             let parts = seg.finish();
             let frame = Frame { parts };
-            assert!(frame.to_bytes() == plain.freeze(), "v{version}: frames differ");
+            assert!(
+                frame.to_bytes() == plain.freeze(),
+                "v{version}: frames differ"
+            );
             // The large record buffers are the very allocations the handler made.
             for big in [&records[0], &records[2]] {
                 assert!(
