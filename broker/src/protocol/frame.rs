@@ -28,10 +28,7 @@ pub fn plain(
     body: impl FnOnce(&mut BytesMut) -> anyhow::Result<()>,
 ) -> anyhow::Result<Frame> {
     let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    header(correlation_id).encode(&mut buf, header_version)?;
-    body(&mut buf)?;
-    let size = i32::try_from(buf.len() - 4)?;
+    let size = write_frame(&mut buf, correlation_id, header_version, body)?;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze().into())
 }
@@ -45,19 +42,27 @@ pub fn sharing(
     body: impl FnOnce(&mut SegmentedBuf) -> anyhow::Result<()>,
 ) -> anyhow::Result<Frame> {
     let mut buf = SegmentedBuf::new(shared);
-    buf.put_i32(0);
-    header(correlation_id).encode(&mut buf, header_version)?;
-    body(&mut buf)?;
-    let size = i32::try_from(buf.offset() - 4)?;
+    let size = write_frame(&mut buf, correlation_id, header_version, body)?;
     Ok(buf.finish_frame(size))
 }
 
-fn header(correlation_id: i32) -> ResponseHeader {
-    ResponseHeader::default().with_correlation_id(correlation_id)
+/// Writes a size placeholder, the header and the body; returns the size to put in place.
+fn write_frame<B: ByteBufMut>(
+    buf: &mut B,
+    correlation_id: i32,
+    header_version: i16,
+    body: impl FnOnce(&mut B) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(buf, header_version)?;
+    body(buf)?;
+    Ok(i32::try_from(buf.offset() - 4)?)
 }
 
 /// One response frame (size prefix included), as consecutive segments.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Frame {
     parts: Vec<Bytes>,
 }
@@ -76,8 +81,9 @@ impl Frame {
         self.len() == 0
     }
 
-    /// The frame as one contiguous buffer (tests, and callers that need a slice).
-    pub fn to_bytes(&self) -> Bytes {
+    /// The frame as one contiguous buffer.
+    #[cfg(test)]
+    fn to_bytes(&self) -> Bytes {
         match self.parts.as_slice() {
             [one] => one.clone(),
             parts => parts.concat().into(),
@@ -148,11 +154,15 @@ impl<'a> SegmentedBuf<'a> {
             .collect()
     }
 
+    fn push(&mut self, part: Part) {
+        self.before_last += self.parts.last().map_or(0, Part::len);
+        self.parts.push(part);
+    }
+
     /// The owned part writes go to, started anew after a shared one.
     fn tail(&mut self) -> &mut BytesMut {
-        if matches!(self.parts.last(), Some(Part::Shared(_)) | None) {
-            self.before_last += self.parts.last().map_or(0, Part::len);
-            self.parts.push(Part::Owned(BytesMut::with_capacity(256)));
+        if !matches!(self.parts.last(), Some(Part::Owned(_))) {
+            self.push(Part::Owned(BytesMut::with_capacity(256)));
         }
         match self.parts.last_mut() {
             Some(Part::Owned(b)) => b,
@@ -190,10 +200,7 @@ unsafe impl BufMut for SegmentedBuf<'_> {
 
     fn put_slice(&mut self, src: &[u8]) {
         match self.shared_match(src) {
-            Some(shared) => {
-                self.before_last += self.parts.last().map_or(0, Part::len);
-                self.parts.push(Part::Shared(shared));
-            }
+            Some(shared) => self.push(Part::Shared(shared)),
             None => self.tail().extend_from_slice(src),
         }
     }
@@ -206,12 +213,8 @@ impl ByteBufMut for SegmentedBuf<'_> {
 
     /// Moves the end of the buffer (a gap only ever moves it forward).
     fn seek(&mut self, offset: usize) {
-        let start = if matches!(self.parts.last(), Some(Part::Owned(_))) {
-            self.before_last
-        } else {
-            self.offset()
-        };
-        let len = offset.saturating_sub(start);
+        self.tail();
+        let len = offset.saturating_sub(self.before_last);
         self.tail().resize(len, 0);
     }
 
